@@ -1,0 +1,3 @@
+"""Wisp: Wide-field Imaging Survey Pipeline."""
+
+__version__ = "0.1.0"
