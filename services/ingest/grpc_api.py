@@ -1,0 +1,90 @@
+"""The ``Ingest`` gRPC service: a client-streamed upload, spooled to local disk, then ingested."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.ingest.ingestor import IngestOutcome, Ingestor
+from wisp.errors import InvalidInput, PayloadTooLarge, Transient
+from wisp.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_STATUS = {"ingested": ingest_pb2.IngestResult.STATUS_INGESTED, "duplicate": ingest_pb2.IngestResult.STATUS_DUPLICATE,
+           "rejected": ingest_pb2.IngestResult.STATUS_REJECTED}
+
+
+def outcome_message(outcome: IngestOutcome) -> ingest_pb2.IngestResult:
+    """The wire form of an :class:`IngestOutcome`."""
+    result = ingest_pb2.IngestResult(
+        status=_STATUS[outcome.status], exposure_id=outcome.exposure_id or "",
+        frame_ids=list(outcome.frame_ids), sha256=outcome.sha256, instrument=outcome.instrument or "")
+    if outcome.error is not None:
+        result.error.CopyFrom(error_info(outcome.error))
+    return result
+
+
+def error_info(exc: InvalidInput) -> common_pb2.ErrorInfo:
+    return common_pb2.ErrorInfo(code=exc.code, message=exc.message,
+                                details={k: str(v) for k, v in exc.details.items()})
+
+
+class IngestServicer(ingest_pb2_grpc.IngestServicer):
+    """Spools an upload to ``spool_dir`` (bounded by ``max_bytes``), then runs the ingestor on it."""
+
+    def __init__(self, ingestor: Ingestor, spool_dir: Path, max_bytes: int) -> None:
+        self.ingestor = ingestor
+        self.spool_dir = spool_dir
+        self.max_bytes = max_bytes
+        spool_dir.mkdir(parents=True, exist_ok=True)
+        for stale in spool_dir.glob("upload-*"):  # left by a killed predecessor: never accepted
+            stale.unlink(missing_ok=True)
+
+    async def Upload(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.spool_dir)
+        spool = Path(name)
+        try:
+            header, received = await self._spool(request_iterator, fd)
+            if header.declared_size >= 0 and received != header.declared_size:
+                raise InvalidInput(
+                    f"{header.filename}: upload incomplete: {received} of {header.declared_size} bytes arrived",
+                    code="upload.incomplete", file=header.filename, expected=header.declared_size,
+                    found=received)
+            outcome = await asyncio.to_thread(
+                self.ingestor.ingest_path, spool, filename=header.filename, source=header.source or "upload",
+                project=header.project or "default", privilege=header.privilege or 2)
+            return outcome_message(outcome)
+        except InvalidInput as exc:
+            return ingest_pb2.IngestResult(status=ingest_pb2.IngestResult.STATUS_REJECTED, error=error_info(exc))
+        except Transient as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
+        finally:
+            spool.unlink(missing_ok=True)
+
+    async def _spool(self, chunks: AsyncIterator[Any], fd: int) -> tuple[Any, int]:
+        header = None
+        received = 0
+        with open(fd, "wb") as out:
+            async for chunk in chunks:
+                if chunk.HasField("header"):
+                    if header is not None:
+                        raise InvalidInput("the upload carried two headers", code="upload.protocol")
+                    header = chunk.header
+                    continue
+                if header is None:
+                    raise InvalidInput("the upload must start with its header", code="upload.protocol")
+                received += len(chunk.data)
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(f"{header.filename}: upload exceeds the limit of {self.max_bytes} bytes",
+                                          code="input.too_large", file=header.filename, limit=self.max_bytes)
+                await asyncio.to_thread(out.write, chunk.data)
+        if header is None:
+            raise InvalidInput("empty upload stream", code="upload.protocol")
+        return header, received

@@ -1,0 +1,1 @@
+"""The `wisp` command line."""
