@@ -49,7 +49,7 @@ def frame_json(row: Row[Any]) -> dict[str, Any]:
 
 def angular_sep_deg(ra1: float, dec1: float, ra2: np.ndarray, dec2: np.ndarray) -> np.ndarray:
     """Great-circle distance (deg), haversine form (stable at small separations)."""
-    r1, d1, r2, d2 = map(np.radians, (ra1, dec1, ra2, dec2))
+    r1, d1, r2, d2 = (np.radians(v) for v in (ra1, dec1, ra2, dec2))
     h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
     return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
 

@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.nats",
     "tests.fixtures.s3",
     "tests.fixtures.sql",
+    "tests.fixtures.sim",
 ]
 
 

@@ -20,12 +20,14 @@ class Settings:
     ``data_dir`` is the root for the embedded default (SQLite file, filesystem store, NATS storage).
     ``store_url`` is ``file:///abs/path`` or ``s3://bucket`` (then the ``s3_*`` fields are used).
     ``services`` maps a service name to its gRPC address ``host:port``.
+    ``nats_replicas`` is the JetStream replica count of Wisp's streams (1 locally, 3 in production).
     """
 
     data_dir: Path
     db_url: str
     store_url: str
     nats_url: str
+    nats_replicas: int = 1
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
@@ -128,6 +130,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_url=db_url,
         store_url=store_url,
         nats_url=nats_url,
+        nats_replicas=_int(env, "NATS_REPLICAS", 1, minimum=1),
         s3_endpoint=s3_endpoint,
         s3_access_key=_get(env, "S3_ACCESS_KEY"),
         s3_secret_key=_get(env, "S3_SECRET_KEY"),

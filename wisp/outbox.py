@@ -8,6 +8,7 @@ A crash between publish and mark re-publishes after restart; JetStream drops the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from sqlalchemy import select, update
@@ -63,8 +64,6 @@ class OutboxRelay:
                     log.debug("published %d outbox events", n)
             except Transient as exc:
                 log.warning("outbox relay waiting: %s", exc.message)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._poke.wait(), timeout=self.period_s)
-            except TimeoutError:
-                pass
             self._poke.clear()

@@ -124,7 +124,7 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
         store = open_store(settings)
         bus = await Bus.connect(settings.nats_url, name=instance)
         stack.push_async_callback(bus.close)
-        await bus.ensure_streams()
+        await bus.ensure_streams(replicas=settings.nats_replicas)
         server = grpc.aio.server()
         ctx = ServiceContext(app.name, settings, engine, store, bus, server)
         health_servicer = health.aio.HealthServicer()
@@ -137,6 +137,7 @@ async def serve(app: ServiceApp, settings: Settings | None = None) -> None:
         stack.push_async_callback(server.stop, 5.0)
         for consumer in ctx.consumers:
             await consumer.start()
+            ctx.spawn(consumer.wait(), f"consumer {consumer.name}")
         ctx.spawn(_readiness(ctx, health_servicer), "readiness")
         log.info("service started", extra={"grpc_port": port, "instance": instance})
         crashed = asyncio.ensure_future(_first_crash(ctx.tasks))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from services.ingest.ingestor import IngestOutcome, Ingestor
+from services.ingest.ingestor import Ingestor, IngestOutcome
 from wisp.errors import InvalidInput, PayloadTooLarge, Transient
 from wisp.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
@@ -39,8 +39,10 @@ def error_info(exc: InvalidInput) -> common_pb2.ErrorInfo:
 class IngestServicer(ingest_pb2_grpc.IngestServicer):
     """Spools an upload to ``spool_dir`` (bounded by ``max_bytes``), then runs the ingestor on it."""
 
-    def __init__(self, ingestor: Ingestor, spool_dir: Path, max_bytes: int) -> None:
+    def __init__(self, ingestor: Ingestor, spool_dir: Path, max_bytes: int,
+                 on_done: Callable[[], None] = lambda: None) -> None:
         self.ingestor = ingestor
+        self.on_done = on_done
         self.spool_dir = spool_dir
         self.max_bytes = max_bytes
         spool_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             outcome = await asyncio.to_thread(
                 self.ingestor.ingest_path, spool, filename=header.filename, source=header.source or "upload",
                 project=header.project or "default", privilege=header.privilege or 2)
+            self.on_done()
             return outcome_message(outcome)
         except InvalidInput as exc:
             return ingest_pb2.IngestResult(status=ingest_pb2.IngestResult.STATUS_REJECTED, error=error_info(exc))

@@ -60,9 +60,9 @@ class Ingestor:
         if known is not None:
             return self._duplicate(known, filename, sha, size)
         try:
-            layout = scan_fits(path, max_pixels_per_hdu=self.max_pixels_per_hdu, filename=filename)
-            desc = self.registry.identify(layout, filename)
-            exposure = normalise(layout, desc, filename)
+            with scan_fits(path, max_pixels_per_hdu=self.max_pixels_per_hdu, filename=filename) as layout:
+                desc = self.registry.identify(layout, filename)
+                exposure = normalise(layout, desc, filename)
         except InvalidInput as exc:
             return self._reject(exc, filename=filename, source=source, sha=sha, size=size)
         ref = self.store.put_file(path, namespace=RAW_NAMESPACE)

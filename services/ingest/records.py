@@ -68,17 +68,20 @@ def project_id(session: Session, name: str) -> int:
 
 
 def register_instrument(session: Session, desc: InstrumentDescription, exp: NormalisedExposure) -> None:
-    """Make sure the instrument, its chips and filter have rows (first sight wins, never rewritten)."""
+    """Make sure the camera, its chips and filter have rows (first sight wins, never rewritten).
+
+    The camera is ``exp.camera_id``: cameras that share a description (the generic one) stay apart."""
     insert_ignore(session, table("instruments"), [{
-        "name": desc.name, "telescope": desc.telescope, "description": desc.description,
+        "name": exp.camera_id, "telescope": exp.telescope or desc.telescope, "description": desc.description,
         "definition": desc.to_dict()}])
     insert_ignore(session, table("chips"), [{
-        "instrument": desc.name, "name": c.name, "extname": c.extname, "gain": c.gain,
+        "instrument": exp.camera_id, "name": c.name, "extname": c.extname, "gain": c.gain,
         "read_noise": c.read_noise, "saturation": c.saturation, "datasec": c.datasec_fits,
         "biassec": c.biassec_fits} for c in exp.chips])
     if exp.filter:
         band = desc.band_of(exp.filter)
-        insert_ignore(session, table("filters"), [{"instrument": desc.name, "name": exp.filter, "band": band}])
+        insert_ignore(session, table("filters"), [{"instrument": exp.camera_id, "name": exp.filter,
+                                                   "band": band}])
 
 
 def write_ingest(session: Session, *, sha256: str, size: int, filename: str, source: str,
@@ -89,7 +92,7 @@ def write_ingest(session: Session, *, sha256: str, size: int, filename: str, sou
     register_instrument(session, desc, exp)
     eid = exposure_id(sha256)
     access = {"project_id": pid, "privilege": privilege}
-    common = {"instrument": desc.name, "obstype": exp.obstype, "filter": exp.filter,
+    common = {"instrument": exp.camera_id, "obstype": exp.obstype, "filter": exp.filter,
               "exptime": exp.exptime_s, "date_obs": exp.date_obs, "mjd_obs": exp.mjd_obs,
               "airmass": exp.airmass, "object": exp.object}
     exposure: dict[str, Any] = {
@@ -112,7 +115,8 @@ def write_ingest(session: Session, *, sha256: str, size: int, filename: str, sou
     act = make_id("act", "ingest", sha256)
     session.execute(insert(table("activities")).values(
         id=act, stage="ingest", code_version=__version__, host=socket.gethostname(),
-        params={"filename": filename, "source": source, "instrument": desc.name, "notes": exp.notes},
+        params={"filename": filename, "source": source, "description": desc.name, "notes": exp.notes,
+                "keyword_sources": exp.sources},
         started_at=started, ended_at=now, status="succeeded"))
     edges = [{"activity_id": act, "entity_id": eid, "entity_kind": "exposure", "relation": "used",
               "role": "raw_file"}]
@@ -123,7 +127,7 @@ def write_ingest(session: Session, *, sha256: str, size: int, filename: str, sou
     session.execute(insert(table("outbox")), [
         {"subject": subject, "msg_id": msg_id, "payload": payload, "headers": {}, "created_at": now}
         for subject, msg_id, payload in ingest_events({**exposure}, frames, raw, source)])
-    return Known(eid, desc.name, tuple(f["id"] for f in frames))
+    return Known(eid, exp.camera_id, tuple(f["id"] for f in frames))
 
 
 def quarantine(session: Session, *, sha256: str, size: int, filename: str, source: str,
