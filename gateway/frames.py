@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from wisp.db import Base, session_scope
 from wisp.db.base import OBSTYPES
-from wisp.errors import InvalidInput, NotFound
+from wisp.errors import BadRequest, NotFound
 from wisp.ids import is_valid_id
 
 router = APIRouter(tags=["frames"])
@@ -71,15 +71,15 @@ class FrameQuery:
         radius: Annotated[float | None, Query(gt=0, le=180, description="cone radius (deg)")] = None,
     ) -> None:
         if obstype is not None and obstype not in OBSTYPES:
-            raise InvalidInput(f"obstype {obstype!r} is not one of {', '.join(OBSTYPES)}",
+            raise BadRequest(f"obstype {obstype!r} is not one of {', '.join(OBSTYPES)}",
                                code="request.invalid", field="obstype")
         cone = (ra, dec, radius)
         if any(v is not None for v in cone) and not all(v is not None for v in cone):
-            raise InvalidInput("a cone search needs ra, dec and radius together", code="request.invalid",
+            raise BadRequest("a cone search needs ra, dec and radius together", code="request.invalid",
                                field="ra,dec,radius")
         for d in (date_from, date_to):
             if d is not None and d.tzinfo is None:
-                raise InvalidInput(f"date {d.isoformat()} has no time zone; add Z for UTC",
+                raise BadRequest(f"date {d.isoformat()} has no time zone; add Z for UTC",
                                    code="request.invalid", field="date")
         self.instrument, self.chip, self.filter, self.obstype = instrument, chip, filter, obstype
         self.date_from, self.date_to, self.object = date_from, date_to, object
@@ -137,7 +137,7 @@ def frame_summary(q: Annotated[FrameQuery, Depends()], eng: Annotated[Engine, De
     keys = (t.c.instrument, t.c.obstype, t.c.filter, t.c.chip)
     stmt = select(*keys, func.count().label("frames")).where(*q.where(t)).group_by(*keys).order_by(*keys)
     if q.cone is not None:
-        raise InvalidInput("the summary does not take a cone", code="request.invalid", field="radius")
+        raise BadRequest("the summary does not take a cone", code="request.invalid", field="radius")
     with session_scope(eng) as s:
         groups = [dict(r._mapping) for r in s.execute(stmt)]
     return {"groups": groups}
@@ -145,7 +145,7 @@ def frame_summary(q: Annotated[FrameQuery, Depends()], eng: Annotated[Engine, De
 
 def _frame_row(eng: Engine, frame_id: str) -> Row[Any]:
     if not is_valid_id(frame_id, "raw"):
-        raise InvalidInput(f"{frame_id!r} is not a raw frame id (raw- followed by 24 hex digits)",
+        raise BadRequest(f"{frame_id!r} is not a raw frame id (raw- followed by 24 hex digits)",
                            code="id.malformed", id=frame_id)
     t, e = _t("raw_frames"), _t("exposures")
     with session_scope(eng) as s:
@@ -170,7 +170,8 @@ def get_frame_fits(frame_id: str, request: Request, eng: Annotated[Engine, Depen
     row = _frame_row(eng, frame_id)
     store = request.app.state.store
     with tempfile.TemporaryDirectory(dir=request.app.state.tmp_dir) as tmp:
-        raw = store.download(row.object_key, Path(tmp) / "raw.fits")
+        raw = Path(tmp) / "raw.fits"
+        store.download(row.object_key, raw)
         with fits.open(raw, do_not_scale_image_data=True, memmap=False) as hdul:
             hdu = hdul[row.hdu_index]
             header = fits.Header([c for c in hdul[0].header.cards
@@ -194,7 +195,7 @@ def _to_bytes(hdul: fits.HDUList) -> bytes:
             response_class=StreamingResponse, responses={200: {"content": {"application/fits": {}}}})
 def get_exposure_raw(exposure_id: str, request: Request, eng: Annotated[Engine, Depends(engine)]) -> Response:
     if not is_valid_id(exposure_id, "exp"):
-        raise InvalidInput(f"{exposure_id!r} is not an exposure id (exp- followed by 24 hex digits)",
+        raise BadRequest(f"{exposure_id!r} is not an exposure id (exp- followed by 24 hex digits)",
                            code="id.malformed", id=exposure_id)
     e = _t("exposures")
     with session_scope(eng) as s:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from gateway.problems import problem
-from wisp.errors import InvalidInput, PayloadTooLarge, Transient
+from wisp.errors import BadRequest, InvalidInput, PayloadTooLarge, Transient
 from wisp.v1 import ingest_pb2, ingest_pb2_grpc
 
 router = APIRouter(tags=["ingest"])
@@ -31,7 +31,7 @@ def clean_filename(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = _SAFE_NAME.sub("_", base)[:200]
     if not cleaned.strip("._"):
-        raise InvalidInput(f"file name {name!r} has no usable characters", code="upload.bad_filename")
+        raise BadRequest(f"file name {name!r} has no usable characters", code="upload.bad_filename")
     return cleaned
 
 

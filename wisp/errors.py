@@ -46,6 +46,13 @@ class InvalidInput(WispError):
     http_status = 422
 
 
+class BadRequest(InvalidInput):
+    """A malformed request (bad id, bad query parameter), as opposed to bad content (HTTP 400)."""
+
+    code = "request.invalid"
+    http_status = 400
+
+
 class PayloadTooLarge(InvalidInput):
     """An upload or an array is larger than the configured limit."""
 

@@ -43,5 +43,5 @@ def setup_logging(service: str, level: str = "INFO", as_json: bool = True) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("nats", "botocore", "urllib3", "uvicorn.access"):
+    for noisy in ("nats", "botocore", "urllib3", "uvicorn.access", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel("WARNING")

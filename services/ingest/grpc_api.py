@@ -32,8 +32,11 @@ def outcome_message(outcome: IngestOutcome) -> ingest_pb2.IngestResult:
 
 
 def error_info(exc: InvalidInput) -> common_pb2.ErrorInfo:
+    def text(value: object) -> str:
+        return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
     return common_pb2.ErrorInfo(code=exc.code, message=exc.message,
-                                details={k: str(v) for k, v in exc.details.items()})
+                                details={k: text(v) for k, v in exc.details.items()})
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):

@@ -72,14 +72,14 @@ def register_instrument(session: Session, desc: InstrumentDescription, exp: Norm
 
     The camera is ``exp.camera_id``: cameras that share a description (the generic one) stay apart."""
     insert_ignore(session, table("instruments"), [{
-        "name": exp.camera_id, "telescope": exp.telescope or desc.telescope, "description": desc.description,
+        "name": exp.camera_id, "telescope": exp.telescope or desc.telescope or "unknown", "description": desc.description,
         "definition": desc.to_dict()}])
     insert_ignore(session, table("chips"), [{
         "instrument": exp.camera_id, "name": c.name, "extname": c.extname, "gain": c.gain,
         "read_noise": c.read_noise, "saturation": c.saturation, "datasec": c.datasec_fits,
         "biassec": c.biassec_fits} for c in exp.chips])
     if exp.filter:
-        band = desc.band_of(exp.filter)
+        band = exp.band or desc.band_of(exp.filter) or exp.filter
         insert_ignore(session, table("filters"), [{"instrument": exp.camera_id, "name": exp.filter,
                                                    "band": band}])
 

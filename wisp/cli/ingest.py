@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from wisp.client import WispClient
-from wisp.errors import InvalidInput, Transient
+from wisp.errors import InvalidInput, WispError
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
@@ -53,7 +53,7 @@ def ingest_one(client: WispClient, path: Path, retry_for_s: float) -> dict[str, 
                      instrument=answer.get("instrument"), frame_ids=answer.get("frame_ids", []))
     except InvalidInput as exc:
         entry.update(status="rejected", error={"code": exc.code, "message": exc.message, **exc.details})
-    except Transient as exc:
+    except WispError as exc:  # unavailable after retries, or a server-side bug: this file is not done
         entry.update(status="failed", error={"code": exc.code, "message": exc.message})
     return entry
 
