@@ -72,8 +72,8 @@ def register_instrument(session: Session, desc: InstrumentDescription, exp: Norm
 
     The camera is ``exp.camera_id``: cameras that share a description (the generic one) stay apart."""
     insert_ignore(session, table("instruments"), [{
-        "name": exp.camera_id, "telescope": exp.telescope or desc.telescope or "unknown", "description": desc.description,
-        "definition": desc.to_dict()}])
+        "name": exp.camera_id, "telescope": exp.telescope or desc.telescope or "unknown",
+        "description": desc.description, "definition": desc.to_dict()}])
     insert_ignore(session, table("chips"), [{
         "instrument": exp.camera_id, "name": c.name, "extname": c.extname, "gain": c.gain,
         "read_noise": c.read_noise, "saturation": c.saturation, "datasec": c.datasec_fits,

@@ -111,7 +111,7 @@ def _truth(night: SimResult, raw: Path) -> fits.HDUList:
 
 def test_night_json_and_truth_files(night: SimResult) -> None:
     doc = json.loads((night.truth_dir / "night.json").read_text())
-    assert doc["config"]["seed"] == SMALL.seed and len(doc["exposures"]) == SMALL.n_exposures
+    assert SimConfig.from_dict(doc["config"]) == SMALL and len(doc["exposures"]) == SMALL.n_exposures
     for chip, path in zip(doc["camera"]["chips"], night.raw_files, strict=False):
         h = fits.getheader(path, chip["chip_id"])
         assert (h["GAIN"], h["RDNOISE"], h["SATURATE"]) == (chip["gain"], chip["read_noise"], chip["saturate"])

@@ -136,8 +136,16 @@ class SimConfig:
             raise InvalidInput("invalid simulation config: " + "; ".join(problems), code="sim.config")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of every field (tuples become lists)."""
+        """A JSON-safe dict of every field (tuples become lists when dumped)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimConfig:
+        """The inverse of ``to_dict`` (e.g. the ``config`` of ``truth/night.json``): the same night again."""
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if isinstance(values.get("site"), dict):
+            values["site"] = Site(**values["site"])
+        return cls(**values)
 
     @property
     def n_exposures(self) -> int:

@@ -110,80 +110,89 @@ def dither_offset(config: SimConfig, dither: int) -> tuple[float, float]:
     return float(radius * np.sin(angle)), float(radius * np.cos(angle))
 
 
-def plan_night(config: SimConfig) -> list[Exposure]:
-    """Every exposure of the night, in time order, with expid 1..N."""
-    slots = _slots(config)
+def _sky_geometry(config: SimConfig, slots: list[_Slot], mids: Time) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per slot: commanded (ra, dec) deg (the zenith for calibrations), airmass, Julian epoch."""
+    commanded = [offset_sky(*config.fields[s.field][1:], *dither_offset(config, s.dither))
+                 if s.imagetyp == "OBJECT" else (np.nan, np.nan) for s in slots]
+    ra_dec = np.array(commanded).reshape(-1, 2)
+    calib = np.isnan(ra_dec[:, 0])
     site = config.site
     location = EarthLocation.from_geodetic(site.lon_deg * u.deg, site.lat_deg * u.deg, site.height_m * u.m)
-    night0 = Time(f"{config.night_date}T00:00:00", scale="utc")
-    starts = night0 + np.array([s.start for s in slots]) * u.s
-    mids = starts + np.array([s.exptime / 2.0 for s in slots]) * u.s
-    commanded = []
-    for s in slots:
-        if s.imagetyp == "OBJECT":
-            _, ra, dec = config.fields[s.field]
-            commanded.append(offset_sky(ra, dec, *dither_offset(config, s.dither)))
-        else:
-            commanded.append((np.nan, np.nan))
-    ra_dec = np.array(commanded).reshape(-1, 2)
     with iers.conf.set_temp("auto_download", False), iers.conf.set_temp("auto_max_age", None), \
             iers.conf.set_temp("iers_degraded_accuracy", "ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = AltAz(obstime=mids, location=location)
         zenith = SkyCoord(alt=np.full(len(slots), 90.0) * u.deg, az=np.zeros(len(slots)) * u.deg,
                           frame=frame).icrs
-        calib = np.isnan(ra_dec[:, 0])
         ra_dec[calib, 0], ra_dec[calib, 1] = zenith.ra.deg[calib], zenith.dec.deg[calib]
         alt = SkyCoord(ra_dec[:, 0] * u.deg, ra_dec[:, 1] * u.deg).transform_to(frame).alt.deg
         epochs = mids.tdb.jyear
     low = np.flatnonzero(~calib & (alt < 15.0))
     if low.size:
-        s = slots[low[0]]
-        raise InvalidInput(f"field {config.fields[s.field][0]!r} is at altitude {alt[low[0]]:.1f} deg at "
-                           f"{_iso(mids[low[0]])[0]} UT from {site.name}: choose another field or time",
+        raise InvalidInput(f"field {config.fields[slots[low[0]].field][0]!r} is at altitude {alt[low[0]]:.1f} "
+                           f"deg at {_iso(mids[low[0]])[0]} UT from {site.name}: choose another field or time",
                            code="sim.config")
     airmass = np.where(calib, 1.0, np.round(_airmass(np.where(calib, 90.0, alt)), 4))
+    return ra_dec, airmass, np.asarray(epochs)
 
-    night_rng = stream(config.seed, "night")
-    phase, radial, astig = night_rng.uniform(0, 2 * np.pi), night_rng.uniform(0.04, 0.1), night_rng.uniform(
-        0.02, 0.05)
+
+@dataclass(frozen=True)
+class _Night:
+    """Night-wide optics and seeing: phase of the seeing wave, PSF radial growth and astigmatism."""
+
+    phase: float
+    radial: float
+    astig: float
+
+
+def _science(config: SimConfig, night: _Night, slot: _Slot, airmass: float,
+             rng: np.random.Generator) -> tuple[PsfModel, float, tuple[float, float]]:
+    """PSF model, sky rate (e-/px/s at the axis) and sky gradient of a science exposure."""
     lo, hi = config.seeing_arcsec
+    wave = 0.5 + 0.35 * np.sin(2.0 * np.pi * slot.start / 10800.0 + night.phase) + rng.normal(0.0, 0.08)
+    fwhm = lo + (hi / (1.0 + night.radial) - lo) * float(np.clip(wave, 0.0, 1.0))
+    psf = PsfModel(fwhm=round(fwhm, 4), beta=config.psf_beta, radial=night.radial,
+                   tilt_x=round(rng.normal(0.0, 0.02), 4), tilt_y=round(rng.normal(0.0, 0.02), 4),
+                   e1=round(rng.normal(0.0, 0.02), 4), e2=round(rng.normal(0.0, 0.02), 4), astig=night.astig)
+    spec = FILTERS[slot.filter]
+    dark_sky = 10.0 ** (-0.4 * (spec.sky_mag - spec.zeropoint)) * config.pixel_scale**2
+    sky = round(dark_sky * (1.0 + 0.3 * (airmass - 1.0)) * rng.uniform(0.95, 1.15), 4)
+    return psf, sky, (round(rng.normal(0.0, 0.01), 5), round(rng.normal(0.0, 0.01), 5))
+
+
+def plan_night(config: SimConfig) -> list[Exposure]:
+    """Every exposure of the night, in time order, with expid 1..N."""
+    slots = _slots(config)
+    night0 = Time(f"{config.night_date}T00:00:00", scale="utc")
+    starts = night0 + np.array([s.start for s in slots]) * u.s
+    ends = starts + np.array([s.exptime for s in slots]) * u.s
+    ra_dec, airmass, epochs = _sky_geometry(config, slots, starts + (ends - starts) / 2.0)
+    date_obs, date_end = _iso(starts), _iso(ends)
+    nrng = stream(config.seed, "night")
+    night = _Night(phase=float(nrng.uniform(0, 2 * np.pi)), radial=round(float(nrng.uniform(0.04, 0.1)), 4),
+                   astig=round(float(nrng.uniform(0.02, 0.05)), 4))
     exposures = []
     n_science = 0
     for i, s in enumerate(slots):
         rng = stream(config.seed, "exposure", i + 1)
-        err = rng.uniform(*config.pointing_error_arcmin)
+        err = round(float(rng.uniform(*config.pointing_error_arcmin)), 5)
         direction = rng.uniform(0.0, 2.0 * np.pi)
-        rotation = rng.choice([-1.0, 1.0]) * rng.uniform(*config.rotation_error_deg)
+        rotation = round(float(rng.choice([-1.0, 1.0]) * rng.uniform(*config.rotation_error_deg)), 5)
         jitter = rng.normal(0.0, 2.0, 2) if s.imagetyp == "OBJECT" else np.zeros(2)
-        ra_t, dec_t = offset_sky(float(ra_dec[i, 0]), float(ra_dec[i, 1]), *jitter)
-        ra_t, dec_t = round(ra_t, 9), round(dec_t, 9)
+        ra_t, dec_t = (round(c, 9) for c in offset_sky(float(ra_dec[i, 0]), float(ra_dec[i, 1]), *jitter))
         ra_h, dec_h = offset_sky(ra_t, dec_t, 60.0 * err * np.sin(direction), 60.0 * err * np.cos(direction))
-        psf, sky, grad, lamp, trail = None, 0.0, (0.0, 0.0), 0.0, False
+        psf, sky, grad, trail = None, 0.0, (0.0, 0.0), False
         if s.imagetyp == "OBJECT":
-            wave = 0.5 + 0.35 * np.sin(2.0 * np.pi * s.start / 10800.0 + phase) + rng.normal(0.0, 0.08)
-            fwhm = lo + (hi / (1.0 + radial) - lo) * float(np.clip(wave, 0.0, 1.0))
-            psf = PsfModel(fwhm=round(fwhm, 4), beta=config.psf_beta, radial=round(radial, 4),
-                           tilt_x=round(rng.normal(0.0, 0.02), 4), tilt_y=round(rng.normal(0.0, 0.02), 4),
-                           e1=round(rng.normal(0.0, 0.02), 4), e2=round(rng.normal(0.0, 0.02), 4),
-                           astig=round(astig, 4))
-            spec = FILTERS[s.filter]
-            dark = 10.0 ** (-0.4 * (spec.sky_mag - spec.zeropoint)) * config.pixel_scale**2
-            sky = round(dark * (1.0 + 0.3 * (airmass[i] - 1.0)) * rng.uniform(0.95, 1.15), 4)
-            grad = (round(rng.normal(0.0, 0.01), 5), round(rng.normal(0.0, 0.01), 5))
+            psf, sky, grad = _science(config, night, s, float(airmass[i]), rng)
             trail = config.trail_every > 0 and n_science % config.trail_every == config.trail_every // 2
             n_science += 1
-        elif s.imagetyp == "FLAT":
-            lamp = round(config.lamp_level * rng.uniform(0.95, 1.05), 2)
+        lamp = round(config.lamp_level * rng.uniform(0.95, 1.05), 2) if s.imagetyp == "FLAT" else 0.0
         exposures.append(Exposure(
-            expid=i + 1, imagetyp=s.imagetyp, filter=s.filter, exptime=s.exptime,
-            date_obs=_iso(starts[i])[0], date_end=_iso(starts[i] + s.exptime * u.s)[0],
-            mjd=round(float(starts[i].mjd), 8), epoch=round(float(epochs[i]), 6),
+            expid=i + 1, imagetyp=s.imagetyp, filter=s.filter, exptime=s.exptime, date_obs=date_obs[i],
+            date_end=date_end[i], mjd=round(float(starts[i].mjd), 8), epoch=round(float(epochs[i]), 6),
             object=config.fields[s.field][0] if s.field >= 0 else ("BIAS" if s.imagetyp == "BIAS" else "DOMEFLAT"),
-            field=s.field, dither=s.dither,
-            header=Pointing(round(ra_h, 7), round(dec_h, 7), 0.0),
-            true=Pointing(ra_t, dec_t, round(rotation, 5)),
-            pointing_error=round(err, 5), airmass=float(airmass[i]), psf=psf, sky_rate=sky,
-            sky_grad=grad, lamp=lamp, trail=bool(trail),
+            field=s.field, dither=s.dither, header=Pointing(round(ra_h, 7), round(dec_h, 7), 0.0),
+            true=Pointing(ra_t, dec_t, rotation), pointing_error=err, airmass=float(airmass[i]), psf=psf,
+            sky_rate=sky, sky_grad=grad, lamp=lamp, trail=bool(trail),
         ))
     return exposures

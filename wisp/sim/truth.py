@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from wisp.sim.artifacts import Trail
-from wisp.sim.camera import Camera
+from wisp.sim.camera import Camera, Chip
 from wisp.sim.config import FILTERS, SimConfig
 from wisp.sim.detector import ChipDetector
 from wisp.sim.expose import ChipExposure
@@ -52,7 +52,7 @@ def _write(path: Path, hdus: Sequence[fits.ImageHDU | fits.CompImageHDU | fits.B
     fits.HDUList([fits.PrimaryHDU(), *hdus]).writeto(path, overwrite=True)
 
 
-def exposure_record(config: SimConfig, exposure: Exposure) -> dict[str, Any]:
+def exposure_record(exposure: Exposure) -> dict[str, Any]:
     """JSON-safe description of one exposure's truth (pointings, photometry, PSF, sky, trail flag)."""
     spec = FILTERS.get(exposure.filter)
     return {
@@ -94,7 +94,7 @@ def write_night_json(path: Path, config: SimConfig, camera: Camera, k_sip: float
         "config": config.to_dict(),
         "camera": {"ncols": camera.ncols, "nrows": camera.nrows, "r_corner_px": camera.r_corner,
                    "sip_k": k_sip, "chips": chips},
-        "exposures": [exposure_record(config, e) for e in exposures],
+        "exposures": [exposure_record(e) for e in exposures],
     }
     path.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -141,13 +141,10 @@ def write_catalogues(outdir: Path, truth_dir: Path, config: SimConfig, stars: St
            [_table_hdu(gal_cols, "GALAXIES", units | {"r_e": "arcsec", "pa": "deg"})])
 
 
-def write_exposure_truth(path: Path, config: SimConfig, camera: Camera, k_sip: float, exposure: Exposure,
-                         chips: list[ChipExposure], trail: Trail | None) -> None:
-    """Per exposure: primary header (exposure truth), one compressed uint8 mask 'CCD<n>' per chip (bits 1 CR,
-    2 trail, 4 saturated, 8 bleed) whose header holds the chip truth and, for OBJECT, the true TAN-SIP
-    WCS; a 'SOURCES' table (OBJECT) and a 'COSMICS' table."""
-    primary = fits.PrimaryHDU()
-    rec = exposure_record(config, exposure)
+def _exposure_cards(camera: Camera, k_sip: float, exposure: Exposure,
+                    trail: Trail | None) -> list[tuple[str, object, str]]:
+    """Primary-header cards of a per-exposure truth file."""
+    rec = exposure_record(exposure)
     cards: list[tuple[str, object, str]] = [
         ("EXPID", exposure.expid, "exposure number"), ("RAWFILE", exposure.filename, "raw file"),
         ("IMAGETYP", exposure.imagetyp, ""), ("FILTER", exposure.filter, ""),
@@ -177,25 +174,37 @@ def write_exposure_truth(path: Path, config: SimConfig, camera: Camera, k_sip: f
     cards.append(("TRAIL", exposure.trail, "satellite trail present"))
     if trail is not None:
         cards += [(TRAIL_KEYS[k], v, f"trail {k} (see wisp.sim.artifacts.Trail)") for k, v in vars(trail).items()]
-    for card in cards:
-        primary.header.append(card)
+    return cards
 
-    hdus: list[Any] = [primary]
-    for chip, result in zip(camera.chips, chips, strict=True):
-        hdu = _mask_hdu(result.mask, chip.extname)
-        hdu.header["CHIPID"] = (chip.chip_id, "chip number")
-        hdu.header["DRIFT"] = (result.drift, "[ADU] bias shift this exposure (data+overscan)")
-        if exposure.imagetyp == "OBJECT":
-            u_c = (camera.nx - 1) / 2.0 - chip.axis_x
-            v_c = (camera.ny - 1) / 2.0 - chip.axis_y
-            sky = exposure.sky_rate * exposure.exptime
-            gu, gv = exposure.sky_grad
-            hdu.header["SKYC"] = (sky * (1.0 + (gu * u_c + gv * v_c) / camera.r_corner),
-                                  "[e-/px] sky at the chip centre")
-            hdu.header["SKYDX"] = (sky * gu / camera.r_corner, "[e-/px/px] sky slope along x")
-            hdu.header["SKYDY"] = (sky * gv / camera.r_corner, "[e-/px/px] sky slope along y")
-            hdu.header.extend(true_wcs_header(chip, exposure.true, config.pixel_scale, k_sip))
-        hdus.append(hdu)
+
+def _chip_truth_hdu(config: SimConfig, camera: Camera, k_sip: float, exposure: Exposure, chip: Chip,
+                    result: ChipExposure) -> fits.CompImageHDU:
+    """The mask of one chip, its header carrying the bias drift and, for science, sky and true WCS."""
+    hdu = _mask_hdu(result.mask, chip.extname)
+    hdu.header["CHIPID"] = (chip.chip_id, "chip number")
+    hdu.header["DRIFT"] = (result.drift, "[ADU] bias shift this exposure (data+overscan)")
+    if exposure.imagetyp == "OBJECT":
+        u_c = (camera.nx - 1) / 2.0 - chip.axis_x
+        v_c = (camera.ny - 1) / 2.0 - chip.axis_y
+        sky = exposure.sky_rate * exposure.exptime
+        gu, gv = exposure.sky_grad
+        hdu.header["SKYC"] = (sky * (1.0 + (gu * u_c + gv * v_c) / camera.r_corner), "[e-/px] sky at the chip centre")
+        hdu.header["SKYDX"] = (sky * gu / camera.r_corner, "[e-/px/px] sky slope along x")
+        hdu.header["SKYDY"] = (sky * gv / camera.r_corner, "[e-/px/px] sky slope along y")
+        hdu.header.extend(true_wcs_header(chip, exposure.true, config.pixel_scale, k_sip))
+    return hdu
+
+
+def write_exposure_truth(path: Path, config: SimConfig, camera: Camera, k_sip: float, exposure: Exposure,
+                         chips: list[ChipExposure], trail: Trail | None) -> None:
+    """Per exposure: primary header (exposure truth), one compressed uint8 mask 'CCD<n>' per chip (bits 1 CR,
+    2 trail, 4 saturated, 8 bleed) whose header holds the chip truth and, for OBJECT, the true TAN-SIP
+    WCS; a 'SOURCES' table (OBJECT) and a 'COSMICS' table."""
+    primary = fits.PrimaryHDU()
+    for card in _exposure_cards(camera, k_sip, exposure, trail):
+        primary.header.append(card)
+    hdus: list[Any] = [primary] + [_chip_truth_hdu(config, camera, k_sip, exposure, chip, result)
+                                   for chip, result in zip(camera.chips, chips, strict=True)]
     if exposure.imagetyp == "OBJECT":
         cols = {k: np.concatenate([c.rows[k] for c in chips]) for k in chips[0].rows}
         hdus.append(_table_hdu(cols, "SOURCES", {
