@@ -21,6 +21,7 @@ from wisp.db.types import utcnow
 from wisp.errors import InvalidInput
 from wisp.ids import exposure_id, make_id, raw_frame_id
 from wisp.instruments import InstrumentDescription, NormalisedExposure
+from wisp.nights import night_of, site_longitude
 from wisp.v1 import common_pb2
 
 
@@ -99,8 +100,9 @@ def write_ingest(session: Session, *, sha256: str, size: int, filename: str, sou
         "id": eid, "sha256": sha256, "object_key": object_key, "filename": filename, "size_bytes": size,
         "ra_deg": exp.ra_deg, "dec_deg": exp.dec_deg, "n_chips": len(exp.chips),
         "header": exp.primary_header, **common, **access}
+    night = night_of(exp.date_obs, site_longitude(exp.primary_header))
     frames: list[dict[str, Any]] = [{
-        "id": raw_frame_id(sha256, c.hdu_index), "exposure_id": eid, "chip": c.name,
+        "id": raw_frame_id(sha256, c.hdu_index), "exposure_id": eid, "chip": c.name, "night": night,
         "hdu_index": c.hdu_index, "extname": c.extname, "naxis1": c.naxis1, "naxis2": c.naxis2,
         "bitpix": c.bitpix, "header": c.header,
         "ra_deg": c.ra_deg if c.ra_deg is not None else exp.ra_deg,

@@ -16,15 +16,18 @@ from sqlalchemy import CheckConstraint, Engine, exc, inspect, select, text
 from tests.fixtures.sql import free_port
 from wisp.db import (
     Base,
+    CalibSelection,
     Chip,
     Exposure,
     Filter,
     Instrument,
+    Job,
     LineageEdge,
     OutboxMessage,
     Product,
     Quarantine,
     RawFrame,
+    Source,
     check,
     current_revision,
     downgrade,
@@ -156,6 +159,14 @@ BAD_ROWS: list[tuple[str, Any, dict[str, Any]]] = [
     ("status", Product, dict(id="prd-1", kind="master_bias", status="stale")),
     ("validity", Product, dict(id="prd-1", kind="master_bias", valid_from=datetime(2024, 2, 1, tzinfo=UTC),
                                valid_to=datetime(2024, 1, 1, tzinfo=UTC))),
+    ("product of unknown frame", Product, dict(id="prd-1", kind="reduced", frame_id="raw-missing")),
+    ("product of unknown exposure", Product, dict(id="prd-1", kind="reduced", exposure_id="exp-missing")),
+    ("source of unknown product", Source, dict(product_id="prd-missing", number=1, ra_deg=1.0, dec_deg=2.0,
+                                               x=0.0, y=0.0)),
+    ("selection for unknown frame", CalibSelection, dict(frame_id="raw-missing", kind="bias", candidates=[],
+                                                         reason="none")),
+    ("job status", Job, dict(id="job-1", kind="reduce", target={}, status="paused")),
+    ("job progress", Job, dict(id="job-1", kind="reduce", target={}, progress=1.5)),
 ]
 
 
@@ -170,6 +181,77 @@ def test_constraints_are_enforced(db_engine: Engine, case: str, model: Any, row:
             insert_ignore(s, Exposure, [_exposure()])
     with pytest.raises(exc.IntegrityError), session_scope(db_engine) as s:
         insert_ignore(s, model, [row])
+
+
+def test_pipeline_tables_round_trip(db_engine: Engine) -> None:
+    _reference(db_engine)
+    with session_scope(db_engine) as s:
+        insert_ignore(s, Exposure, [_exposure()])
+        insert_ignore(s, RawFrame, [_raw(night="2024-01-01")])
+        s.add(Product(id="prd-bias", kind="master_bias", instrument="CAM", chip="ccd1", stage="master_bias",
+                      night="2024-01-01"))
+        s.add(Product(id="prd-cat", kind="catalog", instrument="CAM", chip="ccd1", filter="r_SDSS",
+                      stage="catalog", night="2024-01-01", field="F1", exposure_id="exp-1", frame_id="raw-1",
+                      mjd_obs=60310.1, ra_deg=150.1, dec_deg=2.2, metrics={"fwhm_arcsec": 1.1}))
+    with session_scope(db_engine) as s:
+        # Ids from the sequence (BIGSERIAL) or INTEGER PRIMARY KEY (SQLite).
+        s.add_all([Source(product_id="prd-cat", number=n, ra_deg=150.1, dec_deg=2.2, x=1.5, y=2.5,
+                          mag=18.0 + n) for n in (1, 2)])
+        s.add(CalibSelection(frame_id="raw-1", kind="bias", chosen_id="prd-bias", reason="Newest valid bias.",
+                             candidates=[{"id": "prd-bias", "verdict": "chosen", "reason": "valid"}]))
+        s.add(Job(id="job-1", kind="reduce", target={"night": "2024-01-01"}))
+    with session_scope(db_engine) as s:
+        assert [(r.id, r.flags) for r in s.scalars(select(Source).order_by(Source.id))] == [(1, 0), (2, 0)]
+        cat = s.get(Product, "prd-cat")
+        bias = s.get(Product, "prd-bias")
+        assert cat is not None and bias is not None
+        assert cat.frame is not None and cat.frame.night == "2024-01-01" and cat.exposure is not None
+        assert (cat.metrics, bias.metrics, bias.frame_id) == ({"fwhm_arcsec": 1.1}, {}, None)
+        sel = s.scalars(select(CalibSelection)).one()
+        assert sel.chosen is bias and sel.candidates[0]["verdict"] == "chosen"
+        assert sel.decided_at.tzinfo is not None
+        job = s.get(Job, "job-1")
+        assert job is not None and (job.status, job.progress, job.message) == ("queued", 0.0, "")
+        first = job.updated_at
+        job.status, job.progress = "running", 0.5
+    with session_scope(db_engine) as s:
+        job = s.get(Job, "job-1")
+        assert job is not None and job.updated_at >= first and job.updated_at.tzinfo is not None
+        s.delete(s.get(Product, "prd-cat"))  # its sources go with it (ON DELETE CASCADE)
+    with session_scope(db_engine) as s:
+        assert s.scalars(select(Source)).all() == []
+
+
+def test_upgrade_keeps_existing_rows(empty_db_url: str) -> None:
+    """0001 -> head on a database with data: SQLite copies products, which must keep rows and CHECKs."""
+    migrate(empty_db_url, "0001")
+    engine = make_engine(empty_db_url)
+    try:
+        _reference(engine)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO products (id, kind, instrument, chip, params, status) "
+                              "VALUES ('prd-1', 'master_bias', 'CAM', 'ccd1', '{\"n\": 5}', 'ok')"))
+        migrate(empty_db_url)
+        with session_scope(engine) as s:
+            p = s.get(Product, "prd-1")
+            assert p is not None
+            assert (p.kind, p.chip, p.params, p.metrics, p.night, p.frame_id) == (
+                "master_bias", "ccd1", {"n": 5}, {}, None, None)
+        with pytest.raises(exc.IntegrityError), session_scope(engine) as s:
+            insert_ignore(s, Product, [dict(id="prd-2", kind="master_bias", status="stale")])
+        with pytest.raises(exc.IntegrityError), session_scope(engine) as s:
+            insert_ignore(s, Product, [dict(id="prd-2", kind="reduced", frame_id="raw-missing")])
+    finally:
+        engine.dispose()
+    downgrade(empty_db_url, "0001")
+    assert current_revision(empty_db_url) == "0001"
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id, params FROM products")).one()[0] == "prd-1"
+            assert "night" not in {c["name"] for c in inspect(conn).get_columns("raw_frames")}
+    finally:
+        engine.dispose()
 
 
 def test_timestamps_are_aware_utc(db_engine: Engine) -> None:

@@ -28,6 +28,7 @@ from wisp.bus.streams import (
 from wisp.bus.subjects import (
     ALL_EXPOSURES_INGESTED,
     ALL_FRAMES_INGESTED,
+    ALL_PRODUCTS_CREATED,
     INGEST_FILE,
     INGEST_REJECTED,
     MESSAGE_TYPES,
@@ -35,7 +36,9 @@ from wisp.bus.subjects import (
     frame_ingested_subject,
     ingest_file_subject,
     ingest_rejected_subject,
+    make_product_subject,
     message_type_for,
+    product_created_subject,
     token,
 )
 from wisp.bus.types import (
@@ -51,6 +54,7 @@ from wisp.bus.types import (
 __all__ = [
     "ALL_EXPOSURES_INGESTED",
     "ALL_FRAMES_INGESTED",
+    "ALL_PRODUCTS_CREATED",
     "DEFAULT_STREAMS",
     "INGEST_FILE",
     "INGEST_REJECTED",
@@ -77,6 +81,8 @@ __all__ = [
     "frame_ingested_subject",
     "ingest_file_subject",
     "ingest_rejected_subject",
+    "make_product_subject",
     "message_type_for",
+    "product_created_subject",
     "token",
 ]

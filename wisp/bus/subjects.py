@@ -25,8 +25,13 @@ INGEST_FILE = f"{COMMANDS_PREFIX}.ingest.file"
 ALL_FRAMES_INGESTED = f"{FRAME_INGESTED}.*"
 ALL_EXPOSURES_INGESTED = f"{EXPOSURE_INGESTED}.*"
 
+#: ProductCreated events, and the filter matching every kind of product.
+PRODUCT_CREATED = f"{EVENTS_PREFIX}.product.created"
+ALL_PRODUCTS_CREATED = f"{PRODUCT_CREATED}.*"
+
 #: The protobuf message (full name) each subject family carries: the contract in one table.
 MESSAGE_TYPES: dict[str, str] = {
+    PRODUCT_CREATED: "wisp.v1.ProductCreated",
     FRAME_INGESTED: "wisp.v1.FrameIngested",
     EXPOSURE_INGESTED: "wisp.v1.ExposureIngested",
     INGEST_REJECTED: "wisp.v1.IngestRejected",
@@ -74,3 +79,13 @@ def ingest_rejected_subject() -> str:
 def ingest_file_subject() -> str:
     """``wisp.cmd.ingest.file`` for IngestFile commands."""
     return INGEST_FILE
+
+
+def product_created_subject(kind: str) -> str:
+    """``wisp.evt.product.created.<kind>`` for ProductCreated events."""
+    return f"{PRODUCT_CREATED}.{token(kind)}"
+
+
+def make_product_subject(service: str, stage: str) -> str:
+    """``wisp.cmd.<service>.<stage>`` for MakeProduct commands (the owning service's work queue)."""
+    return f"{COMMANDS_PREFIX}.{token(service)}.{token(stage)}"

@@ -24,12 +24,14 @@ from wisp.db.engine import check, describe, is_transient, make_engine, normalise
 from wisp.db.migrate import alembic_config, current_revision, downgrade, head_revision, migrate
 from wisp.db.models import (
     Activity,
+    CalibSelection,
     Chip,
     DeadLetter,
     Exposure,
     Filter,
     IngestedFile,
     Instrument,
+    Job,
     LineageEdge,
     Membership,
     OutboxMessage,
@@ -37,6 +39,7 @@ from wisp.db.models import (
     Project,
     Quarantine,
     RawFrame,
+    Source,
     User,
 )
 from wisp.db.session import insert_ignore, session_factory, session_scope, upsert
@@ -56,6 +59,7 @@ __all__ = [
     "SYSTEM_USER",
     "Activity",
     "Base",
+    "CalibSelection",
     "Chip",
     "DeadLetter",
     "Exposure",
@@ -63,6 +67,7 @@ __all__ = [
     "IngestedFile",
     "Instrument",
     "JSONType",
+    "Job",
     "LineageEdge",
     "Membership",
     "OutboxMessage",
@@ -71,6 +76,7 @@ __all__ = [
     "Quarantine",
     "RawFrame",
     "Session",
+    "Source",
     "UTCDateTime",
     "User",
     "alembic_config",

@@ -57,6 +57,7 @@ ENTITY_KINDS = ("exposure", "raw_frame", "product")
 RELATIONS = ("used", "wasGeneratedBy")
 DEAD_LETTER_KINDS = ("invalid", "bug", "exhausted")
 MEMBER_ROLES = ("member", "admin")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def one_of(column: str, values: Iterable[str]) -> str:

@@ -80,6 +80,8 @@ class RawFrame(AccessMixin, QualityMixin, Base):
         Index("ix_raw_frames_search", "instrument", "chip", "filter", "obstype", "mjd_obs"),
         Index("ix_raw_frames_object", "object"),
         Index("ix_raw_frames_dec_ra", "dec_deg", "ra_deg"),
+        # Calibration and reduction planning: the frames of one night, by type, chip and filter.
+        Index("ix_raw_frames_night", "instrument", "night", "obstype", "chip", "filter"),
         {"comment": "Raw frames: one row per chip of each exposure"},
     )
 
@@ -100,6 +102,8 @@ class RawFrame(AccessMixin, QualityMixin, Base):
         comment="Chip centre (or pointing) declination (ICRS) in degrees")
     airmass: Mapped[float | None] = mapped_column(comment="Airmass at the start (dimensionless)")
     object: Mapped[str | None] = mapped_column(comment="OBJECT keyword: target or field name")
+    night: Mapped[str | None] = mapped_column(
+        comment="Observing night as 'YYYY-MM-DD': the local date at the start of the night; NULL if unknown")
     naxis1: Mapped[int | None] = mapped_column(comment="Image width in pixels (NAXIS1)")
     naxis2: Mapped[int | None] = mapped_column(comment="Image height in pixels (NAXIS2)")
     bitpix: Mapped[int | None] = mapped_column(

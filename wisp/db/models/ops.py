@@ -1,14 +1,14 @@
-"""Operational records: quarantined files, dead letters and the transactional outbox (DESIGN.md §4)."""
+"""Operational records: quarantined files, dead letters, the transactional outbox (DESIGN.md §4) and jobs."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, LargeBinary, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, LargeBinary, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from wisp.db.base import DEAD_LETTER_KINDS, FILE_SOURCES, Base, created_at_column, one_of
+from wisp.db.base import DEAD_LETTER_KINDS, FILE_SOURCES, JOB_STATUSES, Base, created_at_column, one_of
 from wisp.db.types import JSONType, UTCDateTime, utcnow
 
 
@@ -88,3 +88,30 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = created_at_column()
     published_at: Mapped[datetime | None] = mapped_column(
         comment="When the relay published it (UTC); NULL = pending")
+
+
+class Job(Base):
+    """A client's request for processing (reduce a night, coadd a field, ...) and how far it has got."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(one_of("status", JOB_STATUSES), name="status"),
+        CheckConstraint("progress BETWEEN 0 AND 1", name="progress"),
+        {"comment": "Processing requests (jobs) and their progress"},
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True, comment="Job id (activities.job_id refers to it)")
+    kind: Mapped[str] = mapped_column(comment="What to do: 'reduce', 'coadd', 'catalog', ...")
+    target: Mapped[dict[str, Any]] = mapped_column(
+        default=dict, comment="What to do it on, e.g. {instrument, night, field, filter} (JSON)")
+    status: Mapped[str] = mapped_column(
+        default="queued", server_default="queued",
+        comment="'queued', 'running', 'succeeded', 'failed' or 'cancelled'")
+    progress: Mapped[float] = mapped_column(default=0.0, server_default=text("0"),
+                                            comment="Fraction done, 0 to 1 (dimensionless)")
+    message: Mapped[str] = mapped_column(Text, default="", server_default="",
+                                         comment="Latest status message for the user; '' if none")
+    created_at: Mapped[datetime] = created_at_column("When it was requested (UTC)")
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), default=utcnow, onupdate=utcnow, server_default=func.current_timestamp(),
+        comment="When status, progress or message last changed (UTC)")

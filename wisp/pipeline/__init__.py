@@ -1,0 +1,1 @@
+"""The pipeline kernel: declared stages, the planner, and the generic stage adapter."""

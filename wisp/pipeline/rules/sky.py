@@ -1,0 +1,146 @@
+"""Stages on the sky: astrometric/photometric solution, catalogues, coadds.
+
+* ``astrometry``: a reduced frame + the newest reference catalogue that covers it.
+* ``catalog``: a reduced frame + its solution.
+* ``coadd``: every science frame of (camera, night, field, filter), once each has a solution.
+* ``coadd_catalog``: a coadd.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import Row, Table, select
+from sqlalchemy.orm import Session
+
+from wisp.db import Base
+from wisp.pipeline.model import InputRef, StageSpec, Task, Trigger
+from wisp.pipeline.registry import register
+
+
+def _t(name: str) -> Table:
+    return Base.metadata.tables[name]
+
+
+def _product(session: Session, pid: str) -> Row[Any] | None:
+    p = _t("products")
+    return session.execute(select(p).where(p.c.id == pid)).first()
+
+
+def _usable(row: Row[Any]) -> bool:
+    return bool(row.is_valid != 0 and row.status == "ok")
+
+
+def sep_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
+    """Great-circle distance (deg)."""
+    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
+    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
+    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
+
+
+def covering_refcat(session: Session, ra: float | None, dec: float | None) -> Row[Any] | None:
+    """The newest usable reference catalogue whose footprint (centre + ``radius_deg``) holds (ra, dec)."""
+    if ra is None or dec is None:
+        return None
+    p = _t("products")
+    for row in session.execute(select(p).where(p.c.kind == "refcat").order_by(p.c.created_at.desc())):
+        radius = float((row.metrics or {}).get("radius_deg", 0.0))
+        if _usable(row) and row.ra_deg is not None and sep_deg(ra, dec, row.ra_deg, row.dec_deg) <= radius:
+            return row
+    return None
+
+
+def _group(row: Row[Any]) -> dict[str, Any]:
+    return {k: getattr(row, k) for k in ("instrument", "chip", "filter", "night", "field", "frame_id",
+                                         "exposure_id")}
+
+
+def _astrometry_task(session: Session, reduced: Row[Any]) -> Task | None:
+    refcat = covering_refcat(session, reduced.ra_deg, reduced.dec_deg)
+    if refcat is None or not _usable(reduced):
+        return None
+    return ASTROMETRY.task([InputRef(reduced.id, "product", "reduced"), InputRef(refcat.id, "product", "refcat")],
+                           _group(reduced))
+
+
+def _astrometry_ready(session: Session, trigger: Trigger) -> list[Task]:
+    p = _t("products")
+    if trigger.kind == "reduced":
+        row = _product(session, trigger.id)
+        task = _astrometry_task(session, row) if row is not None else None
+        return [task] if task else []
+    solved = select(p.c.frame_id).where(p.c.kind == "astrometry", p.c.frame_id.is_not(None))
+    pending = session.execute(select(p).where(p.c.kind == "reduced", p.c.frame_id.not_in(solved)))
+    tasks = [_astrometry_task(session, r) for r in pending]
+    return [t for t in tasks if t is not None]
+
+
+def _reduced_of(session: Session, solution: Row[Any]) -> Row[Any] | None:
+    p = _t("products")
+    return session.execute(select(p).where(p.c.kind == "reduced", p.c.frame_id == solution.frame_id,
+                                           p.c.status == "ok").order_by(p.c.created_at.desc())).first()
+
+
+def _catalog_ready(session: Session, trigger: Trigger) -> list[Task]:
+    solution = _product(session, trigger.id)
+    if solution is None or not _usable(solution):
+        return []
+    reduced = _reduced_of(session, solution)
+    if reduced is None:
+        return []
+    return [CATALOG.task([InputRef(reduced.id, "product", "reduced"), InputRef(solution.id, "product", "solution")],
+                         _group(solution))]
+
+
+def _coadd_ready(session: Session, trigger: Trigger) -> list[Task]:
+    solution = _product(session, trigger.id)
+    if solution is None or solution.field is None:
+        return []
+    f, p = _t("raw_frames"), _t("products")
+    frames = list(session.execute(select(f.c.id).where(
+        f.c.instrument == solution.instrument, f.c.night == solution.night, f.c.object == solution.field,
+        f.c.filter == solution.filter, f.c.obstype == "science", f.c.is_valid != 0)))
+    inputs: list[InputRef] = []
+    for fr in frames:
+        sol = session.execute(select(p).where(p.c.kind == "astrometry", p.c.frame_id == fr.id, p.c.status == "ok")
+                              .order_by(p.c.created_at.desc())).first()
+        if sol is None:
+            return []  # not every exposure is solved yet
+        if not _usable(sol):
+            continue
+        reduced = _reduced_of(session, sol)
+        if reduced is None:
+            return []
+        inputs += [InputRef(reduced.id, "product", "reduced"), InputRef(sol.id, "product", "solution")]
+    if not inputs:
+        return []
+    group = {"instrument": solution.instrument, "filter": solution.filter, "night": solution.night,
+             "field": solution.field}
+    return [COADD.task(inputs, group)]
+
+
+def _coadd_catalog_ready(session: Session, trigger: Trigger) -> list[Task]:
+    coadd = _product(session, trigger.id)
+    if coadd is None or not _usable(coadd):
+        return []
+    group = {k: getattr(coadd, k) for k in ("instrument", "filter", "night", "field")}
+    return [COADD_CATALOG.task([InputRef(coadd.id, "product", "coadd")], group)]
+
+
+ASTROMETRY = register(StageSpec(
+    name="astrometry", service="astrometry", kind="astrometry", id_prefix="ast", version="1",
+    triggers=("product:reduced", "product:refcat"), ready=_astrometry_ready,
+    description="TAN-SIP WCS against the reference catalogue, and the photometric zeropoint"))
+CATALOG = register(StageSpec(
+    name="catalog", service="catalog", kind="catalog", id_prefix="cat", version="1",
+    triggers=("product:astrometry",), ready=_catalog_ready,
+    description="sources of a solved frame: positions, aperture and Kron photometry, shapes, flags"))
+COADD = register(StageSpec(
+    name="coadd", service="coadd", kind="coadd", id_prefix="coadd", version="1",
+    triggers=("product:astrometry",), ready=_coadd_ready,
+    description="every solved exposure of a field and filter resampled onto one tangent plane and stacked"))
+COADD_CATALOG = register(StageSpec(
+    name="coadd_catalog", service="catalog", kind="coadd_catalog", id_prefix="ccat", version="1",
+    triggers=("product:coadd",), ready=_coadd_catalog_ready,
+    description="sources of a coadd"))
