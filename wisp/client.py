@@ -116,6 +116,11 @@ class WispClient:
         result: list[dict[str, Any]] = self._get("/v1/frames/summary", **filters)["groups"]
         return result
 
+    def lineage(self, entity_id: str, direction: str = "up") -> dict[str, Any]:
+        """The lineage tree of an entity: ``up`` (its inputs) or ``down`` (what was derived from it)."""
+        result: dict[str, Any] = self._get(f"/v1/lineage/{entity_id}", direction=direction)
+        return result
+
     def download_frame(self, frame_id: str, dest: Path) -> Path:
         """Save one chip's pixels as a single-image FITS file."""
         with self._http.stream("GET", f"/v1/frames/{frame_id}/fits") as r:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 import grpc
 
 from services.ingest.ingestor import Ingestor, IngestOutcome
-from wisp.errors import InvalidInput, PayloadTooLarge, Transient
+from wisp.errors import InvalidInput, Transient
+from wisp.uploads import clear_spool, spool_upload
 from wisp.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -48,20 +50,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
         self.on_done = on_done
         self.spool_dir = spool_dir
         self.max_bytes = max_bytes
-        spool_dir.mkdir(parents=True, exist_ok=True)
-        for stale in spool_dir.glob("upload-*"):  # left by a killed predecessor: never accepted
-            stale.unlink(missing_ok=True)
+        clear_spool(spool_dir)
 
     async def Upload(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
         fd, name = tempfile.mkstemp(prefix="upload-", dir=self.spool_dir)
+        os.close(fd)
         spool = Path(name)
         try:
-            header, received = await self._spool(request_iterator, fd)
-            if header.declared_size >= 0 and received != header.declared_size:
-                raise InvalidInput(
-                    f"{header.filename}: upload incomplete: {received} of {header.declared_size} bytes arrived",
-                    code="upload.incomplete", file=header.filename, expected=header.declared_size,
-                    found=received)
+            header = await spool_upload(request_iterator, spool, self.max_bytes)
             outcome = await asyncio.to_thread(
                 self.ingestor.ingest_path, spool, filename=header.filename, source=header.source or "upload",
                 project=header.project or "default", privilege=header.privilege or 2)
@@ -73,24 +69,3 @@ class IngestServicer(ingest_pb2_grpc.IngestServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
         finally:
             spool.unlink(missing_ok=True)
-
-    async def _spool(self, chunks: AsyncIterator[Any], fd: int) -> tuple[Any, int]:
-        header = None
-        received = 0
-        with open(fd, "wb") as out:
-            async for chunk in chunks:
-                if chunk.HasField("header"):
-                    if header is not None:
-                        raise InvalidInput("the upload carried two headers", code="upload.protocol")
-                    header = chunk.header
-                    continue
-                if header is None:
-                    raise InvalidInput("the upload must start with its header", code="upload.protocol")
-                received += len(chunk.data)
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(f"{header.filename}: upload exceeds the limit of {self.max_bytes} bytes",
-                                          code="input.too_large", file=header.filename, limit=self.max_bytes)
-                await asyncio.to_thread(out.write, chunk.data)
-        if header is None:
-            raise InvalidInput("empty upload stream", code="upload.protocol")
-        return header, received

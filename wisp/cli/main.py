@@ -14,6 +14,7 @@ _COMMANDS = (
     "wisp.cli.sim",
     "wisp.cli.ingest",
     "wisp.cli.frames",
+    "wisp.cli.lineage",
     "wisp.cli.admin",
 )
 

@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from wisp.errors import IntegrityError, InvalidInput, NotFound
+from wisp.errors import IntegrityError, InvalidInput, NotFound, Transient
 
 CHUNK = 1 << 20
+PUT_ATTEMPTS = 3  # writes tried before a server error is reported as Transient
 _NAMESPACE = re.compile(r"[a-z0-9-]+(?:/[a-z0-9-]+)*")
 _KEY = re.compile(r"(?P<ns>[a-z0-9-]+(?:/[a-z0-9-]+)*)/(?P<fan>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})")
 _PREFIX = re.compile(r"[a-z0-9/-]*")
@@ -182,10 +184,19 @@ class ObjectStore(ABC):
         return self._put(ref, lambda: io.BytesIO(data), content_type)
 
     def _put(self, ref: ObjectRef, opener: Opener, content_type: str) -> ObjectRef:
-        existing = self._head(ref.key)
-        if existing is not None:
-            return self._same_or_raise(ref, existing)
-        return self._write(ref, opener, content_type)
+        """Write unless present; a server error during the write is retried (a streamed body cannot be
+        retried by the HTTP layer), and a concurrent writer of the same content counts as success."""
+        for attempt in range(PUT_ATTEMPTS):
+            existing = self._head(ref.key)
+            if existing is not None:
+                return self._same_or_raise(ref, existing)
+            try:
+                return self._write(ref, opener, content_type)
+            except Transient:
+                if attempt == PUT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _same_or_raise(ref: ObjectRef, existing: ObjectRef) -> ObjectRef:

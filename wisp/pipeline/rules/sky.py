@@ -128,6 +128,13 @@ def _coadd_catalog_ready(session: Session, trigger: Trigger) -> list[Task]:
     return [COADD_CATALOG.task([InputRef(coadd.id, "product", "coadd")], group)]
 
 
+def _never(session: Session, trigger: Trigger) -> list[Task]:
+    return []
+
+
+REFCAT = register(StageSpec(
+    name="refcat", service="astrometry", kind="refcat", id_prefix="refcat", version="1", triggers=(),
+    ready=_never, description="a reference catalogue imported on request, partitioned on the sky (HEALPix)"))
 ASTROMETRY = register(StageSpec(
     name="astrometry", service="astrometry", kind="astrometry", id_prefix="ast", version="1",
     triggers=("product:reduced", "product:refcat"), ready=_astrometry_ready,
