@@ -1,0 +1,1 @@
+"""The calib stage: master calibrations and science-frame reduction (science in ``science/``)."""
