@@ -76,20 +76,16 @@ class WispClient:
         result: dict[str, Any] = self._get("/health")
         return result
 
-    def upload(self, path: Path, *, retry_for_s: float = 120.0) -> dict[str, Any]:
-        """Upload one file; retry while the stack is unavailable; return the gateway's JSON answer.
-
-        A rejection raises :class:`InvalidInput` (or a subclass) carrying the server's code and details.
-        """
+    def _post_file(self, endpoint: str, path: Path, retry_for_s: float) -> dict[str, Any]:
+        """POST a file's bytes (streamed); retry while the stack is unavailable; return the JSON answer."""
         deadline = time.monotonic() + retry_for_s
         delay = 0.5
         size = path.stat().st_size
         while True:
             try:
-                r = self._http.post("/v1/uploads", params={"filename": path.name},
-                                    content=_file_chunks(path),
+                r = self._http.post(endpoint, params={"filename": path.name}, content=_file_chunks(path),
                                     headers={"Content-Length": str(size),
-                                             "Content-Type": "application/octet-stream"})
+                                             "Content-Type": "application/octet-stream"}, timeout=600)
                 _raise_for_problem(r)
                 result: dict[str, Any] = r.json()
                 return result
@@ -101,6 +97,14 @@ class WispClient:
                                     code="gateway.unreachable") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def upload(self, path: Path, *, retry_for_s: float = 120.0) -> dict[str, Any]:
+        """Upload one raw file; a rejection raises :class:`InvalidInput` with the server's code and details."""
+        return self._post_file("/v1/uploads", path, retry_for_s)
+
+    def import_refcat(self, path: Path, *, retry_for_s: float = 120.0) -> dict[str, Any]:
+        """Import a reference catalogue table (FITS, CSV or Parquet) through the astrometry service."""
+        return self._post_file("/v1/refcats", path, retry_for_s)
 
     def frames(self, **filters: Any) -> dict[str, Any]:
         """Query raw frames; see ``GET /v1/frames`` for the filters."""
@@ -116,6 +120,20 @@ class WispClient:
         result: list[dict[str, Any]] = self._get("/v1/frames/summary", **filters)["groups"]
         return result
 
+    def products(self, **filters: Any) -> dict[str, Any]:
+        """Query products; see ``GET /v1/products`` for the filters."""
+        result: dict[str, Any] = self._get("/v1/products", **filters)
+        return result
+
+    def download_product(self, product_id: str, dest: Path) -> Path:
+        """Save a product's file (checksum-verified by the server as it streams)."""
+        return self._download(f"/v1/products/{product_id}/file", dest)
+
+    def sources(self, ra: float, dec: float, radius: float, **filters: Any) -> dict[str, Any]:
+        """Sources within ``radius`` deg of (ra, dec) deg in the catalogues (cone search)."""
+        result: dict[str, Any] = self._get("/v1/sources", ra=ra, dec=dec, radius=radius, **filters)
+        return result
+
     def lineage(self, entity_id: str, direction: str = "up") -> dict[str, Any]:
         """The lineage tree of an entity: ``up`` (its inputs) or ``down`` (what was derived from it)."""
         result: dict[str, Any] = self._get(f"/v1/lineage/{entity_id}", direction=direction)
@@ -123,7 +141,10 @@ class WispClient:
 
     def download_frame(self, frame_id: str, dest: Path) -> Path:
         """Save one chip's pixels as a single-image FITS file."""
-        with self._http.stream("GET", f"/v1/frames/{frame_id}/fits") as r:
+        return self._download(f"/v1/frames/{frame_id}/fits", dest)
+
+    def _download(self, path: str, dest: Path) -> Path:
+        with self._http.stream("GET", path) as r:
             if r.status_code >= 400:
                 r.read()
                 _raise_for_problem(r)

@@ -26,7 +26,14 @@ from wisp.natsserver import NatsServer, free_port
 log = logging.getLogger(__name__)
 
 # The services of the stack, by the module that runs each (the kernel never imports them).
-SERVICE_MODULES: dict[str, str] = {"ingest": "services.ingest", "calib": "services.calib"}
+SERVICE_MODULES: dict[str, str] = {
+    "ingest": "services.ingest",
+    "calib": "services.calib",
+    "astrometry": "services.astrometry",
+    "catalog": "services.catalog",
+    "coadd": "services.coadd",
+    "qc": "services.qc",
+}
 GATEWAY_MODULE = "gateway"
 STACK_FILE = "stack.json"
 

@@ -15,7 +15,6 @@ from services.calib.science import (
     Screening,
     combine,
     dq_names,
-    night_of,
     overscan_correct,
     overscan_level,
     parse_section,
@@ -32,17 +31,6 @@ def test_parse_section_plain_and_reversed() -> None:
     for bad in ("1:2,3:4", "[0:10,1:5]", "[a:b,1:2]"):
         with pytest.raises(ValueError):
             parse_section(bad)
-
-
-def test_night_of() -> None:
-    # La Silla (-70.73 deg): 2026-03-15T02:00 UT is 21:17 local on the 14th -> night of the 14th
-    assert night_of(61114.08333333, -70.7346) == "2026-03-14"
-    # 2026-03-15T16:00 UT is 11:17 local on the 15th, still before local noon -> night of the 14th
-    assert night_of(61114.6666667, -70.7346) == "2026-03-14"
-    assert night_of(61114.75, -70.7346) == "2026-03-15"  # 18:00 UT = 13:17 local
-    # Siding Spring (+149 deg): 2026-03-14T12:00 UT is 21:56 local on the 14th
-    assert night_of(61113.5, 149.06) == "2026-03-14"
-    assert night_of(61113.0, 0.0) == "2026-03-13"  # midnight UT at Greenwich belongs to the previous night
 
 
 def _raw_frame(rng: np.random.Generator, ny: int = 200, nx: int = 120, nos: int = 24, level: float = 1000.0,

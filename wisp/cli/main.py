@@ -15,6 +15,8 @@ _COMMANDS = (
     "wisp.cli.ingest",
     "wisp.cli.frames",
     "wisp.cli.lineage",
+    "wisp.cli.refcat",
+    "wisp.cli.sources",
     "wisp.cli.admin",
 )
 

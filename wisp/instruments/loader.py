@@ -15,13 +15,13 @@ from typing import Any, NoReturn
 import yaml
 
 from wisp.errors import ConfigError
+from wisp.instruments.chipdefs import parse_chips
+from wisp.instruments.qc import parse_qc
 from wisp.instruments.schema import (
     CHIP_FIELDS,
     EXPOSURE_FIELDS,
     FROM_BITPIX,
     OBSTYPES,
-    ChipDef,
-    ChipDiscovery,
     FilterDef,
     InstrumentDescription,
     KeywordRule,
@@ -30,7 +30,7 @@ from wisp.instruments.schema import (
 )
 
 _TOP = ("name", "telescope", "description", "priority", "match", "image_hdus", "pixel_scale", "keywords",
-        "required", "filters", "chips", "chip_discovery", "chip_keywords", "camera_id_from")
+        "required", "filters", "chips", "chip_discovery", "chip_keywords", "camera_id_from", "qc")
 _RULE = ("keys", "map", "default", "unit", "time_keys", "time_seconds_keys", "derive")
 _UNITS = {"ra": ("deg", "hourangle", "auto"), "dec": ("deg",), "exptime": ("s", "ms")}
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -198,7 +198,8 @@ def load_description(path: Path) -> InstrumentDescription:
     image_hdus = _image_hdus(c, d.get("image_hdus"))
     if not match and image_hdus is None:
         c.fail("match", "a description needs 'match' keywords or an 'image_hdus' condition")
-    chips, discovery = _chips(c, d)
+    chips, discovery = parse_chips(c, d)
+    filters = _filters(c, d.get("filters", []))
     return InstrumentDescription(
         name=name, source=path,
         telescope=c.text(d["telescope"], "telescope") if "telescope" in d else None,
@@ -207,9 +208,10 @@ def load_description(path: Path) -> InstrumentDescription:
         match=match, image_hdus=image_hdus,
         pixel_scale=c.number(d["pixel_scale"], "pixel_scale", positive=True) if "pixel_scale" in d else None,
         keywords=keywords, required=_required(c, d.get("required", {}), keywords, chip_keywords),
-        filters=_filters(c, d.get("filters", [])), chips=chips, chip_discovery=discovery,
+        filters=filters, chips=chips, chip_discovery=discovery,
         chip_keywords=chip_keywords,
         camera_id_from=c.keys(d["camera_id_from"], "camera_id_from") if "camera_id_from" in d else (),
+        qc=parse_qc(d.get("qc"), c.fail, [f.name for f in filters]),
     )
 
 
@@ -279,41 +281,3 @@ def _filters(c: _Checker, value: Any) -> tuple[FilterDef, ...]:
         band = c.text(d["band"], f"filters[{i}].band") if "band" in d else None
         out.append(FilterDef(name=name, band=band, aliases=aliases))
     return tuple(out)
-
-
-def _chips(c: _Checker, d: dict[str, Any]) -> tuple[tuple[ChipDef, ...], ChipDiscovery | None]:
-    if ("chips" in d) == ("chip_discovery" in d):
-        c.fail("chips", "give exactly one of 'chips' (a fixed list) or 'chip_discovery'")
-    if "chip_discovery" in d:
-        cd = c.mapping(d["chip_discovery"] or {}, "chip_discovery", ("extname_pattern", "name_from",
-                                                                       "name_default"))
-        pattern = c.regex(cd["extname_pattern"], "chip_discovery.extname_pattern") \
-            if cd.get("extname_pattern") else None
-        name_from = c.keys(cd["name_from"], "chip_discovery.name_from") if cd.get("name_from") else ()
-        default = c.text(cd.get("name_default", "hdu{index}"), "chip_discovery.name_default")
-        return (), ChipDiscovery(extname_pattern=pattern, name_from=name_from if "name_from" in cd
-                                 else ("EXTNAME",), name_default=default)
-    if not isinstance(d["chips"], list) or not d["chips"]:
-        c.fail("chips", "expected a non-empty list of chips", found=d["chips"])
-    chips: list[ChipDef] = []
-    for i, item in enumerate(d["chips"]):
-        f = f"chips[{i}]"
-        cd = c.mapping(item, f, ("name", "extname", "hdu", *CHIP_FIELDS))
-        if "extname" not in cd and "hdu" not in cd:
-            c.fail(f, "a chip needs 'extname' or 'hdu' (index) to be found in the file")
-
-        def num(k: str, cd: dict[str, Any] = cd, f: str = f) -> float | None:
-            return c.number(cd[k], f"{f}.{k}", positive=True) if k in cd else None
-
-        chips.append(ChipDef(
-            name=c.text(cd.get("name"), f"{f}.name"),
-            extname=c.text(cd["extname"], f"{f}.extname") if "extname" in cd else None,
-            hdu=c.integer(cd["hdu"], f"{f}.hdu", 0) if "hdu" in cd else None,
-            gain=num("gain"), read_noise=num("read_noise"), saturation=num("saturation"),
-            datasec=c.section(cd["datasec"], f"{f}.datasec") if "datasec" in cd else None,
-            biassec=c.section(cd["biassec"], f"{f}.biassec") if "biassec" in cd else None))
-    names = [ch.name for ch in chips]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup is not None:
-        c.fail("chips", f"chip name {dup!r} is used twice", found=dup)
-    return tuple(chips), None

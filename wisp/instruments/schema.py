@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wisp.instruments.qc import qc_to_dict
+from wisp.quality import Bounds, thresholds_for
+
 OBSTYPES = ("bias", "dark", "flat", "science", "other")
 
 # Exposure-level canonical fields and what they mean (used in messages).
@@ -116,6 +119,11 @@ class InstrumentDescription:
     chip_discovery: ChipDiscovery | None
     chip_keywords: dict[str, KeywordRule]
     camera_id_from: tuple[str, ...] = ()
+    qc: dict[str, dict[str, Bounds | None]] = field(default_factory=dict)
+
+    def qc_thresholds(self, kind: str, filter_name: str | None = None) -> dict[str, Bounds]:
+        """QC thresholds for a product of ``kind`` in ``filter_name``: defaults overridden by ``qc``."""
+        return thresholds_for(kind, self.qc, filter_name)
 
     def band_of(self, filter_name: str) -> str | None:
         """The photometric band of a filter (by name or alias), or None if the filter is not listed."""
@@ -151,6 +159,7 @@ class InstrumentDescription:
                 "name_from": list(disc.name_from), "name_default": disc.name_default},
             "chip_keywords": {k: rule(r) for k, r in self.chip_keywords.items()},
             "camera_id_from": list(self.camera_id_from),
+            "qc": qc_to_dict(self.qc),
         }
 
     def summary(self) -> str:

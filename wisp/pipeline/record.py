@@ -3,6 +3,7 @@ all in one transaction — the order of DESIGN.md §5 after the object is stored
 
 from __future__ import annotations
 
+import math
 import socket
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,17 @@ PRODUCT_COLUMNS = ("instrument", "chip", "filter", "night", "field", "exposure_i
                    "project_id")
 
 
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: such numbers become null (recursively)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def record_product(session: Session, spec: StageSpec, task: Task, output: Output, ref: ObjectRef,
                    started: datetime) -> bool:
     """Insert the product and its provenance; False (and nothing written) if it already exists."""
@@ -34,8 +46,9 @@ def record_product(session: Session, spec: StageSpec, task: Task, output: Output
         raise ValueError(f"stage {spec.name} returned unknown product columns {sorted(unknown)}")
     row: dict[str, Any] = {
         "id": task.product_id, "kind": spec.kind, "stage": spec.name, "object_key": ref.key,
-        "sha256": ref.sha256, "size_bytes": ref.size, "params": dict(task.params), "created_at": now,
+        "sha256": ref.sha256, "size_bytes": ref.size, "params": json_safe(dict(task.params)), "created_at": now,
         "metrics": {}, **output.columns}
+    row["metrics"] = json_safe(row["metrics"])
     if not insert_ignore(session, Base.metadata.tables["products"], [row]):
         return False
     act = make_id("act", spec.name, task.product_id)

@@ -16,16 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.calib.science.dq import BAD, NO_DATA, SATURATED
 from services.calib.science.masters import MasterBias, MasterFlat
 from services.calib.science.overscan import OverscanMethod, overscan_correct
 from services.calib.science.sources import RowSource
+from wisp.dq import BAD, NO_DATA, SATURATED
 
 
 @dataclass(frozen=True)
 class Reduced:
     """A reduced chip: ``sci`` float32 e- (flat-fielded, bias-free, sky not subtracted), ``var`` float32 e-^2,
-    ``dq`` uint16 bits of :mod:`.dq` (NO_DATA pixels have NaN SCI and VAR), ``overscan`` the level subtracted
+    ``dq`` uint16 bits of :mod:`wisp.dq` (NO_DATA pixels have NaN SCI and VAR), ``overscan`` the level subtracted
     from each data row (ADU, float64)."""
 
     sci: np.ndarray

@@ -29,7 +29,11 @@ def _product(session: Session, pid: str) -> Row[Any] | None:
 
 
 def _usable(row: Row[Any]) -> bool:
-    return bool(row.is_valid != 0 and row.status == "ok")
+    """Not marked bad by a user, not outdated, and not a failed stage result (``metrics.failed``).
+
+    QC's quality flags arrive asynchronously, so planning does not depend on them (it would make the set
+    of products depend on timing); a user who agrees with a flag marks the product bad (is_valid=0)."""
+    return bool(row.is_valid != 0 and row.status == "ok" and "failed" not in (row.metrics or {}))
 
 
 def sep_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:

@@ -1,4 +1,4 @@
-"""Data-quality (DQ) bits of reduced pixels (DESIGN §8) and the derived weight map.
+"""Data-quality (DQ) bits of every pixel product (DESIGN §8) and the derived weight map: one definition.
 
 DQ planes are ``uint16``; a pixel may carry several bits. These values are part of the product format:
 never renumber them.

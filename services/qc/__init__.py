@@ -1,0 +1,1 @@
+"""The qc service: QC metrics of every product and system quality flags from instrument thresholds."""
