@@ -20,6 +20,7 @@ from wisp.db import Base, session_scope
 from wisp.db.base import OBSTYPES
 from wisp.errors import BadRequest, NotFound
 from wisp.ids import is_valid_id
+from wisp.sphere import separation
 
 router = APIRouter(tags=["frames"])
 FRAME_COLUMNS = ("id", "exposure_id", "instrument", "chip", "hdu_index", "extname", "obstype", "filter",
@@ -45,13 +46,6 @@ def frame_json(row: Row[Any]) -> dict[str, Any]:
     out = {c: _json(getattr(row, c)) for c in FRAME_COLUMNS}
     out["exptime_s"] = out.pop("exptime")
     return out
-
-
-def angular_sep_deg(ra1: float, dec1: float, ra2: np.ndarray, dec2: np.ndarray) -> np.ndarray:
-    """Great-circle distance (deg), haversine form (stable at small separations)."""
-    r1, d1, r2, d2 = (np.radians(v) for v in (ra1, dec1, ra2, dec2))
-    h = np.sin((d2 - d1) / 2) ** 2 + np.cos(d1) * np.cos(d2) * np.sin((r2 - r1) / 2) ** 2
-    return np.degrees(2 * np.arcsin(np.sqrt(np.clip(h, 0, 1))))
 
 
 class FrameQuery:
@@ -107,8 +101,8 @@ class FrameQuery:
             return rows
         ra, dec, radius = self.cone
         assert ra is not None and dec is not None and radius is not None
-        sep = angular_sep_deg(ra, dec, np.array([r.ra_deg for r in rows], dtype=float),
-                              np.array([r.dec_deg for r in rows], dtype=float))
+        sep = separation(np.array([r.ra_deg for r in rows], dtype=float),
+                         np.array([r.dec_deg for r in rows], dtype=float), ra, dec)
         return [r for r, s in zip(rows, sep, strict=True) if s <= radius]
 
 

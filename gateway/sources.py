@@ -10,8 +10,9 @@ from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from gateway.frames import angular_sep_deg, engine
+from gateway.frames import engine
 from wisp.db import Base, session_scope
+from wisp.sphere import separation
 
 router = APIRouter(tags=["sources"])
 MAX_ROWS = 100_000
@@ -48,7 +49,7 @@ def cone_search(
         rows = list(session.execute(stmt))
     if not rows:
         return {"total": 0, "sources": []}
-    sep = angular_sep_deg(ra, dec, np.array([r.ra_deg for r in rows]), np.array([r.dec_deg for r in rows]))
+    sep = separation(np.array([r.ra_deg for r in rows]), np.array([r.dec_deg for r in rows]), ra, dec)
     inside = sorted((float(d), r) for d, r in zip(sep, rows, strict=True) if d <= radius)
     out = [{**{k: v for k, v in r._mapping.items() if k != "id"}, "distance_arcsec": d * 3600.0}
            for d, r in inside[:limit]]

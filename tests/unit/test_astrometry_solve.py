@@ -22,9 +22,9 @@ from astropy.wcs import WCS
 
 from services.astrometry.science import ChipSolution, read_table, solve_chip
 from services.astrometry.science.fit import residuals_mas
-from services.astrometry.science.sphere import tan_deproject, tan_project
 from wisp.errors import InvalidInput
 from wisp.sim import SimConfig, SimResult, simulate_night
+from wisp.sphere import tan_deproject, tan_project
 
 CONFIG = SimConfig(seed=11, n_chips=2, chip_nx=1024, chip_ny=1024, n_bias=1, n_flats_per_filter=1,
                    n_dither_per_field_filter=1, star_density=120_000.0, refcat_mag_limit=22.0)

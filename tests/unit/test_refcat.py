@@ -20,9 +20,9 @@ from services.astrometry.science.refcat import (
     read_table,
     write_partition,
 )
-from services.astrometry.science.sphere import separation
 from wisp.errors import InvalidInput
 from wisp.sim import SimResult
+from wisp.sphere import separation
 
 STANDARD = ["ra", "dec", "pmra", "pmdec", "ra_err", "dec_err", "pmra_err", "pmdec_err", "id", "g", "g_err", "r",
             "r_err"]

@@ -6,7 +6,6 @@ Every problem is a :class:`~wisp.errors.ConfigError` naming the file and the fie
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,19 +17,23 @@ from wisp.errors import ConfigError
 from wisp.instruments.chipdefs import parse_chips
 from wisp.instruments.qc import parse_qc
 from wisp.instruments.schema import (
+    CALIBRATION_KINDS,
     CHIP_FIELDS,
     EXPOSURE_FIELDS,
     FROM_BITPIX,
     OBSTYPES,
+    CalibrationRule,
     FilterDef,
     InstrumentDescription,
     KeywordRule,
     MatchValue,
     norm_token,
 )
+from wisp.names import did_you_mean
 
 _TOP = ("name", "telescope", "description", "priority", "match", "image_hdus", "pixel_scale", "keywords",
-        "required", "filters", "chips", "chip_discovery", "chip_keywords", "camera_id_from", "qc")
+        "required", "filters", "chips", "chip_discovery", "chip_keywords", "camera_id_from", "qc",
+        "calibration")
 _RULE = ("keys", "map", "default", "unit", "time_keys", "time_seconds_keys", "derive")
 _UNITS = {"ra": ("deg", "hourangle", "auto"), "dec": ("deg",), "exptime": ("s", "ms")}
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -67,8 +70,7 @@ class _Checker:
             if not isinstance(key, str):
                 self.fail(field, f"key {key!r} must be text", expected="text", found=key)
             if allowed is not None and key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(allowed)})"
+                hint = did_you_mean(key, allowed, list_if_none=True)
                 self.fail(f"{field}.{key}" if field else key, f"unknown field '{key}'{hint}",
                           expected=list(allowed), found=key)
         return dict(value)
@@ -212,7 +214,21 @@ def load_description(path: Path) -> InstrumentDescription:
         chip_keywords=chip_keywords,
         camera_id_from=c.keys(d["camera_id_from"], "camera_id_from") if "camera_id_from" in d else (),
         qc=parse_qc(d.get("qc"), c.fail, [f.name for f in filters]),
+        calibration=_calibration(c, d.get("calibration", {})),
     )
+
+
+def _calibration(c: _Checker, value: Any) -> dict[str, CalibrationRule]:
+    out = {}
+    for kind, rule in c.mapping(value, "calibration", CALIBRATION_KINDS).items():
+        field = f"calibration.{kind}"
+        fields = c.mapping(rule, field, ("min_frames", "validity_days"))
+        default = CalibrationRule()
+        out[kind] = CalibrationRule(
+            min_frames=c.integer(fields.get("min_frames", default.min_frames), f"{field}.min_frames", low=1),
+            validity_days=c.number(fields.get("validity_days", default.validity_days), f"{field}.validity_days",
+                                   positive=True))
+    return out
 
 
 def _match(c: _Checker, value: Any) -> dict[str, tuple[MatchValue, ...]]:
@@ -254,8 +270,7 @@ def _required(c: _Checker, value: Any, keywords: dict[str, KeywordRule],
         for i, n in enumerate(names):
             if n not in known:
                 valid = tuple(CHIP_FIELDS if group == "chip" else EXPOSURE_FIELDS)
-                close = difflib.get_close_matches(n, valid, n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close and close[0] not in known else ""
+                hint = did_you_mean(n, [v for v in valid if v not in known])
                 section = "chip_keywords" if group == "chip" else "keywords"
                 c.fail(f"required.{group}[{i}]", f"'{n}' is required but has no rule in '{section}'{hint}",
                        expected=sorted(known), found=n)

@@ -18,10 +18,10 @@ with a "did you mean" hint. See :mod:`wisp.quality` for the defaults and flag bi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, Protocol
 
+from wisp.names import did_you_mean
 from wisp.quality import KIND_METRICS, Bounds
 
 _BOUND_KEYS = ("min", "max", "filters")
@@ -35,8 +35,7 @@ class Fail(Protocol):
 
 
 def _hint(name: str, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else f" (allowed: {', '.join(allowed)})"
+    return did_you_mean(name, allowed, list_if_none=True)
 
 
 def _mapping(value: Any, field: str, fail: Fail) -> Mapping[str, Any]:

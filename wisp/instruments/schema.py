@@ -62,6 +62,19 @@ class FilterDef:
 
 
 @dataclass(frozen=True)
+class CalibrationRule:
+    """When a calibration block is complete and how long its master is valid: at least ``min_frames``
+    usable frames of a chip (and filter) in a night; valid ``validity_days`` days either side of them."""
+
+    min_frames: int = 3
+    validity_days: float = 3.0
+
+
+#: Calibration kinds a description may configure, with the defaults used when it does not.
+CALIBRATION_KINDS = ("bias", "flat", "dark")
+
+
+@dataclass(frozen=True)
 class ChipDef:
     """One chip of a fixed mosaic: located by ``extname`` and/or ``hdu`` index. Values given here win
     over header keywords (gain in e-/ADU, read_noise in e-, saturation in ADU, FITS-style sections)."""
@@ -120,6 +133,7 @@ class InstrumentDescription:
     chip_keywords: dict[str, KeywordRule]
     camera_id_from: tuple[str, ...] = ()
     qc: dict[str, dict[str, Bounds | None]] = field(default_factory=dict)
+    calibration: dict[str, CalibrationRule] = field(default_factory=dict)
 
     def qc_thresholds(self, kind: str, filter_name: str | None = None) -> dict[str, Bounds]:
         """QC thresholds for a product of ``kind`` in ``filter_name``: defaults overridden by ``qc``."""
@@ -160,6 +174,7 @@ class InstrumentDescription:
             "chip_keywords": {k: rule(r) for k, r in self.chip_keywords.items()},
             "camera_id_from": list(self.camera_id_from),
             "qc": qc_to_dict(self.qc),
+            "calibration": {k: vars(v) for k, v in self.calibration.items()},
         }
 
     def summary(self) -> str:

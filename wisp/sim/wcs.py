@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from wisp.sim.camera import Chip
+from wisp.sphere import tan_deproject, tan_project
 
 
 @dataclass(frozen=True)
@@ -24,26 +25,6 @@ class Pointing:
     ra: float
     dec: float
     rotation: float = 0.0
-
-
-def tan_project(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) deg -> standard coordinates (xi east, eta north) in deg on the tangent plane at (ra0, dec0)."""
-    a, d = np.radians(ra), np.radians(dec)
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    cos_c = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xi = np.cos(d) * np.sin(a - a0) / cos_c
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cos_c
-    return np.degrees(xi), np.degrees(eta)
-
-
-def tan_deproject(xi: np.ndarray, eta: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Standard coordinates (deg) on the tangent plane at (ra0, dec0) -> (ra, dec) deg, ra in [0, 360)."""
-    x, y = np.radians(xi), np.radians(eta)
-    a0, d0 = np.radians(ra0), np.radians(dec0)
-    den = np.cos(d0) - y * np.sin(d0)
-    ra = a0 + np.arctan2(x, den)
-    dec = np.arctan2(np.sin(d0) + y * np.cos(d0), np.hypot(x, den))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
 
 
 def cd_matrix(scale_arcsec: float, rotation_deg: float) -> np.ndarray:

@@ -16,8 +16,8 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.stats import norm as norm_dist
 
-from services.astrometry.science.sphere import tan_deproject, tan_project
 from wisp.errors import InvalidInput
+from wisp.sphere import tan_deproject, tan_project
 
 MAS_PER_DEG = 3.6e6
 RAYLEIGH_MEDIAN = 1.1774  # median of |r| for a 2-D Gaussian of unit sigma per axis

@@ -3,11 +3,11 @@ instrument or per request (:meth:`AstrometryParams.from_dict` rejects unknown na
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from wisp.errors import InvalidInput
+from wisp.names import reject_unknown
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,8 @@ class AstrometryParams:
     def from_dict(cls, values: dict[str, Any], base: AstrometryParams | None = None) -> AstrometryParams:
         """``base`` (default: the defaults) with ``values`` applied; unknown names raise ``InvalidInput``
         with a "did you mean" hint."""
-        known = [f.name for f in fields(cls)]
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise InvalidInput(f"unknown astrometry parameter '{key}'{hint}", code="astrometry.bad_params",
-                                   parameter=key)
+        reject_unknown(values, [f.name for f in fields(cls)], what="astrometry parameter",
+                       code="astrometry.bad_params")
         return replace(base or cls(), **values)
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from astropy_healpix import lonlat_to_healpix
 from astropy_healpix.high_level import healpix_cone_search
 
 from services.astrometry.science.columns import bands_of, read_table
-from services.astrometry.science.sphere import separation
 from wisp.errors import InvalidInput
+from wisp.sphere import separation
 
 MANIFEST_FORMAT = "wisp-refcat-healpix/1"
 MAS_PER_DEG = 3.6e6

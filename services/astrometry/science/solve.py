@@ -27,8 +27,8 @@ from services.astrometry.science.match import Match, match_stars, nearest_pairs
 from services.astrometry.science.params import AstrometryParams
 from services.astrometry.science.photometry import ZeroPoint, fit_zeropoint
 from services.astrometry.science.refcat import apply_proper_motion
-from services.astrometry.science.sphere import separation
 from wisp.errors import InvalidInput
+from wisp.sphere import separation
 
 DEFAULT_REF_ERR_MAS = 20.0  # per axis, when the catalogue gives no position errors
 

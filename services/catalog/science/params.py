@@ -6,12 +6,12 @@ DEBLEND_NTHRESH 32, DEBLEND_MINCONT 0.005, BACK_SIZE 64, BACK_FILTERSIZE 3, PHOT
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from wisp import dq
 from wisp.errors import InvalidInput
+from wisp.names import reject_unknown
 
 FILTERS = ("gauss", "pyramid3", "none")
 
@@ -111,11 +111,5 @@ class ExtractParams:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExtractParams:
         """Build from a (e.g. per-instrument or per-request) dict; unknown names get a "did you mean" hint."""
-        known = [f.name for f in fields(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise InvalidInput(f"unknown extraction parameter '{key}'{hint}", code="catalog.params",
-                                   parameter=key)
+        reject_unknown(data, [f.name for f in fields(cls)], what="extraction parameter", code="catalog.params")
         return cls(**data)

@@ -13,6 +13,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from wisp.errors import InvalidInput
+from wisp.sphere import separation, tan_deproject, tan_project
 
 
 def edge_pixels(shape: tuple[int, int], step: float = 16.0) -> tuple[np.ndarray, np.ndarray]:
@@ -31,22 +32,15 @@ def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 
 def gnomonic(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ra, dec) deg -> tangent-plane (xi east, eta north) deg at (ra0, dec0)."""
-    a, d, a0, d0 = np.radians(ra), np.radians(dec), math.radians(ra0), math.radians(dec0)
-    cos_c = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    if np.any(cos_c <= 0):
+    """(ra, dec) deg -> tangent-plane (xi east, eta north) deg at (ra0, dec0); refuses the far hemisphere."""
+    if np.any(separation(np.asarray(ra), np.asarray(dec), ra0, dec0) >= 90.0):
         raise InvalidInput("the inputs span more than a hemisphere", code="coadd.grid")
-    xi = np.cos(d) * np.sin(a - a0) / cos_c
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cos_c
-    return np.degrees(xi), np.degrees(eta)
+    return tan_project(np.asarray(ra), np.asarray(dec), ra0, dec0)
 
 
 def _deproject(xi: float, eta: float, ra0: float, dec0: float) -> tuple[float, float]:
-    x, y, a0, d0 = math.radians(xi), math.radians(eta), math.radians(ra0), math.radians(dec0)
-    den = math.cos(d0) - y * math.sin(d0)
-    ra = a0 + math.atan2(x, den)
-    dec = math.atan2(math.sin(d0) + y * math.cos(d0), math.hypot(x, den))
-    return math.degrees(ra) % 360.0, math.degrees(dec)
+    ra, dec = tan_deproject(np.array(xi), np.array(eta), ra0, dec0)
+    return float(ra), float(dec)
 
 
 def local_pixel_scale(wcs: WCS, shape: tuple[int, int]) -> float:

@@ -1,8 +1,9 @@
 """Calibration stages: master bias, master flat, and the reduction of science frames.
 
-When is a calibration block complete? When a chip has at least ``MIN_FRAMES[kind]`` usable frames of that
-kind (and filter, for flats) in a night, and a later frame of the same chip exists: the sequence has moved
-on. A master is valid ``VALIDITY_DAYS`` days either side of its inputs. Selection for a science frame
+When is a calibration block complete? When a chip has at least ``min_frames`` usable frames of that kind
+(and filter, for flats) in a night, and a later frame of the same chip exists: the sequence has moved on.
+A master is valid ``validity_days`` days either side of its inputs. Both come from the ``calibration``
+section of the camera's description (defaults: 3 frames, 3 days). Selection for a science frame
 follows DESIGN.md §6 (:func:`select_calibration`): same camera, chip (and filter), valid at DATE-OBS,
 not flagged, not marked bad, not outdated; the newest creation eclipses older ones.
 """
@@ -17,11 +18,10 @@ from sqlalchemy import Row, Table, and_, func, select
 from sqlalchemy.orm import Session
 
 from wisp.db import Base
+from wisp.instruments.schema import CalibrationRule
 from wisp.pipeline.model import InputRef, StageSpec, Task, Trigger
 from wisp.pipeline.registry import register
 
-MIN_FRAMES = {"bias": 3, "flat": 3}
-VALIDITY_DAYS = 3.0
 ANY_FRAME = tuple(f"raw_frame:{t}" for t in ("bias", "dark", "flat", "science", "other"))
 
 
@@ -33,6 +33,13 @@ def _frame(session: Session, frame_id: str) -> Row[Any] | None:
     return session.execute(select(_t("raw_frames")).where(_t("raw_frames").c.id == frame_id)).first()
 
 
+def calibration_rule(session: Session, instrument: str, kind: str) -> CalibrationRule:
+    """The camera's rule for a calibration kind (from its description as recorded at first sight)."""
+    definition = session.scalar(select(_t("instruments").c.definition).where(_t("instruments").c.name == instrument))
+    fields = ((definition or {}).get("calibration") or {}).get(kind) or {}
+    return CalibrationRule(**fields)
+
+
 def _block(session: Session, instrument: str, chip: str, night: str, obstype: str,
            filt: str | None) -> list[Row[Any]] | None:
     """The usable frames of a complete calibration block, or None while it is still incomplete."""
@@ -42,16 +49,17 @@ def _block(session: Session, instrument: str, chip: str, night: str, obstype: st
     if filt is not None:
         conds.append(f.c.filter == filt)
     rows = list(session.execute(select(f).where(*conds).order_by(f.c.date_obs, f.c.id)))
-    if len(rows) < MIN_FRAMES[obstype]:
+    if len(rows) < calibration_rule(session, instrument, obstype).min_frames:
         return None
     later = session.scalar(select(func.count()).select_from(f).where(
         f.c.instrument == instrument, f.c.chip == chip, f.c.date_obs > rows[-1].date_obs))
     return rows if later else None
 
 
-def validity(rows: list[Row[Any]]) -> tuple[datetime, datetime]:
-    """The validity range of a master made from ``rows``."""
-    return (rows[0].date_obs - timedelta(days=VALIDITY_DAYS), rows[-1].date_obs + timedelta(days=VALIDITY_DAYS))
+def validity(session: Session, rows: list[Row[Any]]) -> tuple[datetime, datetime]:
+    """The validity range of a master made from ``rows`` (one camera, one kind)."""
+    days = timedelta(days=calibration_rule(session, rows[0].instrument, rows[0].obstype).validity_days)
+    return rows[0].date_obs - days, rows[-1].date_obs + days
 
 
 @dataclass
@@ -109,7 +117,7 @@ def _master_bias_ready(session: Session, trigger: Trigger) -> list[Task]:
     rows = _block(session, frame.instrument, frame.chip, frame.night, "bias", None)
     if rows is None:
         return []
-    start, end = validity(rows)
+    start, end = validity(session, rows)
     return [MASTER_BIAS.task(
         [InputRef(r.id, "raw_frame", "raw") for r in rows],
         {"instrument": frame.instrument, "chip": frame.chip, "night": frame.night,
@@ -128,7 +136,7 @@ def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> lis
         bias = select_calibration(session, "master_bias", instrument, chip, None, rows[0].date_obs)
         if bias.chosen_id is None:
             continue
-        start, end = validity(rows)
+        start, end = validity(session, rows)
         tasks.append(MASTER_FLAT.task(
             [InputRef(r.id, "raw_frame", "raw") for r in rows] + [InputRef(bias.chosen_id, "product", "bias")],
             {"instrument": instrument, "chip": chip, "filter": filt, "night": night,

@@ -8,15 +8,16 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Row, Table, select
 from sqlalchemy.orm import Session
 
 from wisp.db import Base
 from wisp.pipeline.model import InputRef, StageSpec, Task, Trigger
 from wisp.pipeline.registry import register
+from wisp.sphere import separation
 
 
 def _t(name: str) -> Table:
@@ -36,13 +37,6 @@ def _usable(row: Row[Any]) -> bool:
     return bool(row.is_valid != 0 and row.status == "ok" and "failed" not in (row.metrics or {}))
 
 
-def sep_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    """Great-circle distance (deg)."""
-    r1, d1, r2, d2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    h = math.sin((d2 - d1) / 2) ** 2 + math.cos(d1) * math.cos(d2) * math.sin((r2 - r1) / 2) ** 2
-    return math.degrees(2 * math.asin(min(1.0, math.sqrt(h))))
-
-
 def covering_refcat(session: Session, ra: float | None, dec: float | None) -> Row[Any] | None:
     """The newest usable reference catalogue whose footprint (centre + ``radius_deg``) holds (ra, dec)."""
     if ra is None or dec is None:
@@ -50,7 +44,9 @@ def covering_refcat(session: Session, ra: float | None, dec: float | None) -> Ro
     p = _t("products")
     for row in session.execute(select(p).where(p.c.kind == "refcat").order_by(p.c.created_at.desc())):
         radius = float((row.metrics or {}).get("radius_deg", 0.0))
-        if _usable(row) and row.ra_deg is not None and sep_deg(ra, dec, row.ra_deg, row.dec_deg) <= radius:
+        if not _usable(row) or row.ra_deg is None:
+            continue
+        if float(separation(np.array(ra), np.array(dec), row.ra_deg, row.dec_deg)) <= radius:
             return row
     return None
 

@@ -1,4 +1,4 @@
-"""Spherical helpers: gnomonic (TAN) projection and great-circle distances, all in degrees."""
+"""Spherical helpers used everywhere: gnomonic (TAN) projection and great-circle distances, in degrees."""
 
 from __future__ import annotations
 
