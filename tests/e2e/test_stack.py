@@ -36,11 +36,13 @@ def raw_objects(stack: Stack) -> int:
     return sum(1 for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")) if root.exists() else 0
 
 
-def stream_messages(stack: Stack, stream: str = "WISP_EVENTS") -> int:
+def ingest_events(stack: Stack) -> int:
+    """FrameIngested + ExposureIngested messages stored in WISP_EVENTS (other stages publish there too)."""
     async def count() -> int:
         nc = await nats.connect(stack.info()["nats_url"])
         try:
-            return int((await nc.jetstream().stream_info(stream)).state.messages)
+            info = await nc.jetstream().stream_info("WISP_EVENTS", subjects_filter="wisp.evt.*.ingested.>")
+            return sum((info.state.subjects or {}).values())
         finally:
             await nc.close()
     return asyncio.run(count())
@@ -90,7 +92,7 @@ def test_a_night_flows_in_and_can_be_queried(stack: Stack, small_night: SimResul
     assert db_count(stack, "raw_frames") == n_frames
     assert raw_objects(stack) == len(small_night.raw_files)
     # every frame and exposure announced exactly once on the bus
-    wait_for(lambda: stream_messages(stack) == n_frames + len(small_night.raw_files))
+    wait_for(lambda: ingest_events(stack) == n_frames + len(small_night.raw_files))
 
     science = httpx.get(stack.url + "/v1/frames", params={"obstype": "science", "filter": "g"}).json()
     assert science["total"] == 2 * 2
@@ -198,7 +200,7 @@ def test_ingest_killed_mid_night_ingests_every_frame_exactly_once(small_night: S
         assert db_count(s, "raw_frames") == 2 * len(files)
         assert db_count(s, "ingested_files") == len(files)
         assert raw_objects(s) == len(files)
-        wait_for(lambda: stream_messages(s) == 3 * len(files))
+        wait_for(lambda: ingest_events(s) == 3 * len(files))
         pids = list(s.info()["pids"].values())
     finally:
         assert stop_stack(s) == 0
