@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import grpc
 from fastapi import FastAPI
 
-from gateway import frames, health, lineage, products, refcats, sources, uploads
+from gateway import frames, health, lineage, products, refcats, sources, uploads, why
 from gateway.problems import install_handlers
 from wisp import __version__
 from wisp.config import Settings, load_settings
@@ -48,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(products.router)
     app.include_router(refcats.router)
     app.include_router(sources.router)
+    app.include_router(why.router)
     return app

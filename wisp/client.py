@@ -134,6 +134,11 @@ class WispClient:
         result: dict[str, Any] = self._get("/v1/sources", ra=ra, dec=dec, radius=radius, **filters)
         return result
 
+    def why(self, entity_id: str) -> dict[str, Any]:
+        """Why these calibrations were chosen for a frame (or a product made from one), or why none."""
+        result: dict[str, Any] = self._get(f"/v1/why/{entity_id}")
+        return result
+
     def lineage(self, entity_id: str, direction: str = "up") -> dict[str, Any]:
         """The lineage tree of an entity: ``up`` (its inputs) or ``down`` (what was derived from it)."""
         result: dict[str, Any] = self._get(f"/v1/lineage/{entity_id}", direction=direction)

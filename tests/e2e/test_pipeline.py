@@ -130,3 +130,8 @@ def _check_lineage(stack: Stack) -> None:
     derived = {n["kind"] for n in down[1:]}
     assert derived >= {"reduced", "astrometry", "catalog", "coadd", "coadd_catalog"}
     assert sum(n["kind"] == "reduced" for n in down) == 5
+    reduced = next(n for n in down if n["kind"] == "reduced")
+    why = httpx.get(f"{stack.url}/v1/why/{reduced['id']}").json()
+    flat_choice = next(c for c in why["recorded"] if c["kind"] == "flat")
+    assert flat_choice["chosen_id"] == flat.id
+    assert flat_choice["reason"].startswith(f"{flat.id} is the newest usable master flat")

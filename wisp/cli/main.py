@@ -17,6 +17,7 @@ _COMMANDS = (
     "wisp.cli.lineage",
     "wisp.cli.refcat",
     "wisp.cli.sources",
+    "wisp.cli.why",
     "wisp.cli.admin",
 )
 

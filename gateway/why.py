@@ -1,0 +1,51 @@
+"""``GET /v1/why/{id}``: why this calibration (or why none) for a science frame, in words."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from gateway.frames import engine
+from wisp.db import Base, session_scope
+from wisp.errors import BadRequest, NotFound
+from wisp.ids import is_valid_id
+from wisp.pipeline.rules.calib import select_calibration
+
+router = APIRouter(tags=["calibration"])
+KINDS = (("bias", "master_bias", False), ("flat", "master_flat", True))
+
+
+@router.get("/v1/why/{entity_id}", summary="Why these calibrations were chosen for a frame (or why none)")
+def why(entity_id: str, eng: Annotated[Engine, Depends(engine)]) -> dict[str, Any]:
+    """For a raw frame or a product made from one: the recorded choices (with every candidate and its
+    verdict) and what would be chosen now."""
+    if not is_valid_id(entity_id):
+        raise BadRequest(f"{entity_id!r} is not a Wisp id (a prefix, '-', and 24 hex digits)", code="id.malformed",
+                         id=entity_id)
+    f, p, c = (Base.metadata.tables[n] for n in ("raw_frames", "products", "calib_selections"))
+    with session_scope(eng) as s:
+        frame_id = entity_id
+        if not entity_id.startswith("raw-"):
+            frame_id = s.scalar(select(p.c.frame_id).where(p.c.id == entity_id)) or ""
+            if not frame_id:
+                raise NotFound(f"{entity_id} is not a raw frame nor a product made from one", code="why.no_frame",
+                               id=entity_id)
+        frame = s.execute(select(f).where(f.c.id == frame_id)).first()
+        if frame is None:
+            raise NotFound(f"no raw frame {frame_id}", code="frame.not_found", id=frame_id)
+        recorded = [dict(r._mapping) for r in s.execute(
+            select(c.c.kind, c.c.chosen_id, c.c.reason, c.c.candidates, c.c.decided_at)
+            .where(c.c.frame_id == frame_id).order_by(c.c.decided_at, c.c.id))]
+        now = []
+        for kind, product_kind, by_filter in KINDS:
+            sel = select_calibration(s, product_kind, frame.instrument, frame.chip,
+                                     frame.filter if by_filter else None, frame.date_obs)
+            now.append({"kind": kind, "chosen_id": sel.chosen_id, "reason": sel.reason, "candidates": sel.candidates})
+    for r in recorded:
+        r["decided_at"] = r["decided_at"].isoformat()
+    return {"frame": {"id": frame.id, "instrument": frame.instrument, "chip": frame.chip, "filter": frame.filter,
+                      "obstype": frame.obstype, "date_obs": frame.date_obs.isoformat()},
+            "recorded": recorded, "now": now}
