@@ -212,10 +212,11 @@ def test_ingest_killed_mid_night_ingests_every_frame_exactly_once(small_night: S
 
 def test_why_no_calibration_is_explained(stack: Stack, small_night: SimResult) -> None:
     stack.wisp("ingest", str(small_night.raw_files[0].parent))
-    frame = httpx.get(stack.url + "/v1/frames", params={"obstype": "science", "limit": 1}).json()["frames"][0]
+    frame = httpx.get(stack.url + "/v1/frames", params={"obstype": "science", "instrument": "simcam",
+                                                      "limit": 1}).json()["frames"][0]
     done = stack.wisp("why", frame["id"])
     assert done.returncode == 0, done.stderr
-    # the small night has 2 biases per chip and simcam asks for 3: no master, and the answer says so
-    assert f"bias: no master bias for simcam {frame['chip']} exists yet" in done.stdout
+    # the small night has 1 flat per filter and chip, and simcam asks for 3: no master, and the answer says so
+    assert f"flat: no master flat for simcam {frame['chip']} filter {frame['filter']} exists yet" in done.stdout
     assert "not reduced yet" in done.stdout
     assert httpx.get(stack.url + "/v1/why/raw-000000000000000000000000").status_code == 404
