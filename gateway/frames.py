@@ -16,7 +16,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import Row, Table, func, select
 from sqlalchemy.engine import Engine
 
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.db.base import OBSTYPES
 from wisp.errors import BadRequest, NotFound
 from wisp.ids import is_valid_id
@@ -27,9 +27,6 @@ FRAME_COLUMNS = ("id", "exposure_id", "instrument", "chip", "hdu_index", "extnam
                  "exptime", "date_obs", "mjd_obs", "ra_deg", "dec_deg", "airmass", "object", "naxis1",
                  "naxis2", "quality_flags", "is_valid", "created_at")
 
-
-def _t(name: str) -> Table:
-    return Base.metadata.tables[name]
 
 
 def engine(request: Request) -> Engine:
@@ -113,7 +110,7 @@ def list_frames(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    t = _t("raw_frames")
+    t = table("raw_frames")
     stmt = select(t).where(*q.where(t)).order_by(t.c.date_obs, t.c.exposure_id, t.c.hdu_index)
     with session_scope(eng) as s:
         if q.cone is None:
@@ -127,7 +124,7 @@ def list_frames(
 
 @router.get("/v1/frames/summary", summary="Counts of raw frames by instrument, type, filter and chip")
 def frame_summary(q: Annotated[FrameQuery, Depends()], eng: Annotated[Engine, Depends(engine)]) -> dict[str, Any]:
-    t = _t("raw_frames")
+    t = table("raw_frames")
     keys = (t.c.instrument, t.c.obstype, t.c.filter, t.c.chip)
     stmt = select(*keys, func.count().label("frames")).where(*q.where(t)).group_by(*keys).order_by(*keys)
     if q.cone is not None:
@@ -141,7 +138,7 @@ def _frame_row(eng: Engine, frame_id: str) -> Row[Any]:
     if not is_valid_id(frame_id, "raw"):
         raise BadRequest(f"{frame_id!r} is not a raw frame id (raw- followed by 24 hex digits)",
                            code="id.malformed", id=frame_id)
-    t, e = _t("raw_frames"), _t("exposures")
+    t, e = table("raw_frames"), table("exposures")
     with session_scope(eng) as s:
         row = s.execute(select(t, e.c.filename, e.c.sha256, e.c.object_key)
                         .join(e, e.c.id == t.c.exposure_id).where(t.c.id == frame_id)).first()
@@ -191,7 +188,7 @@ def get_exposure_raw(exposure_id: str, request: Request, eng: Annotated[Engine, 
     if not is_valid_id(exposure_id, "exp"):
         raise BadRequest(f"{exposure_id!r} is not an exposure id (exp- followed by 24 hex digits)",
                            code="id.malformed", id=exposure_id)
-    e = _t("exposures")
+    e = table("exposures")
     with session_scope(eng) as s:
         row = s.execute(select(e.c.object_key, e.c.filename, e.c.size_bytes).where(e.c.id == exposure_id)).first()
     if row is None:
@@ -205,7 +202,7 @@ def get_exposure_raw(exposure_id: str, request: Request, eng: Annotated[Engine, 
 @router.get("/v1/quarantine", summary="Files that were rejected, with the reason")
 def list_quarantine(eng: Annotated[Engine, Depends(engine)],
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    t = _t("quarantine")
+    t = table("quarantine")
     with session_scope(eng) as s:
         rows = s.execute(select(t).order_by(t.c.last_seen.desc()).limit(limit))
         items = [{k: _json(v) for k, v in r._mapping.items()} for r in rows]

@@ -11,7 +11,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Engine
 
 from gateway.frames import engine
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.errors import BadRequest, NotFound
 from wisp.ids import is_valid_id
 
@@ -39,7 +39,7 @@ def list_products(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    p = Base.metadata.tables["products"]
+    p = table("products")
     conds = [p.c[c] == v for c, v in (("kind", kind), ("instrument", instrument), ("chip", chip),
                                       ("filter", filter), ("night", night), ("field", field)) if v is not None]
     with session_scope(eng) as s:
@@ -52,7 +52,7 @@ def _row(eng: Engine, product_id: str) -> Row[Any]:
     if not is_valid_id(product_id):
         raise BadRequest(f"{product_id!r} is not a Wisp id (a prefix, '-', and 24 hex digits)", code="id.malformed",
                          id=product_id)
-    p = Base.metadata.tables["products"]
+    p = table("products")
     with session_scope(eng) as s:
         row = s.execute(select(p).where(p.c.id == product_id)).first()
     if row is None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from gateway.frames import engine
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.sphere import separation
 
 router = APIRouter(tags=["sources"])
@@ -29,7 +29,7 @@ def cone_search(
     mag_max: Annotated[float | None, Query(description="only sources brighter than this (MAG_AUTO)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
-    s, p = Base.metadata.tables["sources"], Base.metadata.tables["products"]
+    s, p = table("sources"), table("products")
     conds = [s.c.dec_deg >= dec - radius, s.c.dec_deg <= dec + radius]
     cos_dec = math.cos(math.radians(dec))
     if cos_dec > 1e-3 and radius / cos_dec < 90:

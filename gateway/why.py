@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from gateway.frames import engine
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.errors import BadRequest, NotFound
 from wisp.ids import is_valid_id
 from wisp.pipeline.rules.calib import select_calibration
@@ -25,7 +25,7 @@ def why(entity_id: str, eng: Annotated[Engine, Depends(engine)]) -> dict[str, An
     if not is_valid_id(entity_id):
         raise BadRequest(f"{entity_id!r} is not a Wisp id (a prefix, '-', and 24 hex digits)", code="id.malformed",
                          id=entity_id)
-    f, p, c = (Base.metadata.tables[n] for n in ("raw_frames", "products", "calib_selections"))
+    f, p, c = (table(n) for n in ("raw_frames", "products", "calib_selections"))
     with session_scope(eng) as s:
         frame_id = entity_id
         if not entity_id.startswith("raw-"):

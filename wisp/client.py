@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,14 @@ import httpx
 from wisp.errors import InvalidInput, NotFound, Transient, WispError
 
 RETRYABLE_STATUS = {502, 503, 504}
+
+
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8080"
+
+
+def gateway_url(explicit: str | None = None) -> str:
+    """The gateway to talk to: ``explicit`` (e.g. ``--gateway``), else ``WISP_GATEWAY_URL``, else the default."""
+    return explicit or os.environ.get("WISP_GATEWAY_URL") or DEFAULT_GATEWAY_URL
 
 
 class GatewayError(WispError):

@@ -4,27 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from wisp.db import Base
+from wisp.db import table
 from wisp.errors import NotFound
 
 MAX_NODES = 20_000
 
 
-def _t(name: str) -> Table:
-    return Base.metadata.tables[name]
-
 
 def describe(session: Session, entity_id: str) -> dict[str, Any] | None:
     """A short description of an exposure, raw frame or product, or None if no such entity."""
-    for table, kind, cols in (
+    for name, kind, cols in (
         ("products", None, ("kind", "instrument", "chip", "filter", "night", "field", "status", "is_valid")),
         ("raw_frames", "raw_frame", ("instrument", "chip", "filter", "obstype", "night", "object")),
         ("exposures", "exposure", ("instrument", "filename", "obstype", "filter", "object")),
     ):
-        t = _t(table)
+        t = table(name)
         row = session.execute(select(*(t.c[c] for c in cols)).where(t.c.id == entity_id)).first()
         if row is not None:
             out = {"id": entity_id, **dict(row._mapping)}
@@ -35,7 +32,7 @@ def describe(session: Session, entity_id: str) -> dict[str, Any] | None:
 
 
 def _activity(session: Session, activity_id: str) -> dict[str, Any]:
-    a = _t("activities")
+    a = table("activities")
     row = session.execute(select(a.c.id, a.c.stage, a.c.code_version, a.c.params, a.c.started_at, a.c.ended_at)
                           .where(a.c.id == activity_id)).one()
     out = dict(row._mapping)
@@ -62,7 +59,7 @@ def _walk(session: Session, entity_id: str, direction: str, seen: set[str]) -> d
         node["repeated"] = True
         return node
     seen.add(entity_id)
-    e = _t("lineage_edges")
+    e = table("lineage_edges")
     if direction == "up":
         acts = session.scalars(select(e.c.activity_id).where(e.c.entity_id == entity_id,
                                                              e.c.relation == "wasGeneratedBy")).all()

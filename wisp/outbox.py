@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from wisp.bus import Bus
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.db.types import utcnow
 from wisp.errors import Transient
 
@@ -25,7 +25,7 @@ BATCH = 200
 
 async def relay_once(engine: Engine, bus: Bus) -> int:
     """Publish every pending outbox row; return how many were published."""
-    outbox = Base.metadata.tables["outbox"]
+    outbox = table("outbox")
 
     def pending() -> list[tuple[int, str, str, bytes]]:
         with session_scope(engine) as s:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from wisp.errors import InvalidInput, PayloadTooLarge
+from wisp.errors import InvalidInput, PayloadTooLarge, WispError
+from wisp.v1 import common_pb2
 
 
 async def spool_upload(chunks: AsyncIterator[Any], dest: Path, max_bytes: int) -> Any:
@@ -43,3 +44,12 @@ def clear_spool(spool_dir: Path) -> None:
     spool_dir.mkdir(parents=True, exist_ok=True)
     for stale in spool_dir.glob("upload-*"):
         stale.unlink(missing_ok=True)
+
+
+def error_info(exc: WispError) -> common_pb2.ErrorInfo:
+    """The wire form of an error: its code, message, and details as text (lists joined by ', ')."""
+    def text(value: object) -> str:
+        return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    return common_pb2.ErrorInfo(code=exc.code, message=exc.message,
+                                details={k: text(v) for k, v in exc.details.items()})

@@ -17,8 +17,8 @@ from wisp.config import Settings
 from wisp.errors import InvalidInput, Transient
 from wisp.pipeline.service import PipelineService
 from wisp.runtime import ServiceContext, run_service
-from wisp.uploads import clear_spool, spool_upload
-from wisp.v1 import astrometry_pb2, astrometry_pb2_grpc, common_pb2
+from wisp.uploads import clear_spool, error_info, spool_upload
+from wisp.v1 import astrometry_pb2, astrometry_pb2_grpc
 
 _Result = astrometry_pb2.RefcatResult
 
@@ -46,8 +46,7 @@ class RefcatServicer(astrometry_pb2_grpc.AstrometryServicer):
                            n_stars=int(manifest["n_sources"]), n_partitions=len(manifest["counts"]),
                            bands=list(manifest["bands"]))
         except InvalidInput as exc:
-            return _Result(status=_Result.STATUS_REJECTED, error=common_pb2.ErrorInfo(
-                code=exc.code, message=exc.message, details={k: str(v) for k, v in exc.details.items()}))
+            return _Result(status=_Result.STATUS_REJECTED, error=error_info(exc))
         except Transient as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
         finally:

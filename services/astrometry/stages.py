@@ -18,7 +18,7 @@ from services.astrometry.science.columns import read_table
 from services.astrometry.science.refcat import load_region, partition, write_partition
 from services.astrometry.science.solve import solve_chip
 from wisp import quality
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.db.types import utcnow
 from wisp.errors import InvalidInput
 from wisp.pipeline.files import provenance, write_fits
@@ -114,22 +114,22 @@ def import_refcat(engine: Engine, store: ObjectStore, path: Path, filename: str,
     """Import a FITS/CSV/Parquet table as a ``refcat`` product; (product id, created?, manifest)."""
     sha = sha256_file(path)
     task = REFCAT.task([], {}, {"sha256": sha})
-    products = Base.metadata.tables["products"]
+    products = table("products")
     with session_scope(engine) as s:
         existing = s.scalar(select(products.c.object_key).where(products.c.id == task.product_id))
     if existing is not None:
         return task.product_id, False, json.loads(store.get_bytes(existing))
     fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(Path(filename).suffix.lower())
-    table = read_table(path, fmt=fmt)
-    parts, manifest = write_partition(partition(table, nside=NSIDE))
+    stars = read_table(path, fmt=fmt)
+    parts, manifest = write_partition(partition(stars, nside=NSIDE))
     manifest["objects"] = {str(p): store.put_bytes(data, namespace=REFCAT_NAMESPACE).key for p, data in parts.items()}
     manifest.update(source={"filename": filename, "sha256": sha})
-    ra, dec, radius = _centre_radius(table)
+    ra, dec, radius = _centre_radius(stars)
     manifest_path = workdir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, sort_keys=True, indent=1))
     ref = store.put_file(manifest_path, namespace=REFCAT_NAMESPACE, content_type="application/json")
     output = Output(manifest_path, {"ra_deg": ra, "dec_deg": dec, "metrics": {
-        "radius_deg": radius, "n_stars": len(table), "nside": NSIDE, "bands": manifest["bands"],
+        "radius_deg": radius, "n_stars": len(stars), "nside": NSIDE, "bands": manifest["bands"],
         "epoch": manifest["epoch"], "filename": filename}})
     with session_scope(engine) as s:
         created = record_product(s, REFCAT, task, output, ref, utcnow())

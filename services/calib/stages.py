@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from services.calib.science import MasterBias, MasterFlat, make_master_bias, make_master_flat, reduce_frame
 from services.calib.science.overscan import overscan_trimmed
-from wisp.db import Base
+from wisp.db import table
 from wisp.db.types import utcnow
 from wisp.errors import InvalidInput
 from wisp.fitsio import scan_fits
@@ -202,7 +202,7 @@ class ReduceRunner(_CalibRunner):
                 sel = select_calibration(session, f"master_{kind}", row["instrument"], row["chip"], filt, when)
                 reason = sel.reason if sel.chosen_id == used else (
                     f"{used} was chosen when the task was planned; now: {sel.reason}")
-                session.execute(insert(Base.metadata.tables["calib_selections"]).values(
+                session.execute(insert(table("calib_selections")).values(
                     frame_id=row["id"], kind=kind, chosen_id=used, candidates=sel.candidates, reason=reason,
                     decided_at=utcnow()))
 

@@ -14,7 +14,6 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from services.catalog.science import extract, summary
-from wisp.db import Base
 from wisp.dq import NO_DATA
 from wisp.pipeline.files import provenance, write_fits
 from wisp.pipeline.inputs import InputLoader
@@ -61,7 +60,7 @@ def catalogue_output(spec: StageSpec, task: Task, table: Table, workdir: Path, z
 
     def index(session: Session, product_id: str) -> None:
         if rows:
-            session.execute(insert(Base.metadata.tables["sources"]), [dict(r, product_id=product_id) for r in rows])
+            session.execute(insert(table("sources")), [dict(r, product_id=product_id) for r in rows])
 
     return Output(path, columns, extra=index)
 

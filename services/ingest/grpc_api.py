@@ -14,8 +14,8 @@ import grpc
 
 from services.ingest.ingestor import Ingestor, IngestOutcome
 from wisp.errors import InvalidInput, Transient
-from wisp.uploads import clear_spool, spool_upload
-from wisp.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc
+from wisp.uploads import clear_spool, error_info, spool_upload
+from wisp.v1 import ingest_pb2, ingest_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,6 @@ def outcome_message(outcome: IngestOutcome) -> ingest_pb2.IngestResult:
     if outcome.error is not None:
         result.error.CopyFrom(error_info(outcome.error))
     return result
-
-
-def error_info(exc: InvalidInput) -> common_pb2.ErrorInfo:
-    def text(value: object) -> str:
-        return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-    return common_pb2.ErrorInfo(code=exc.code, message=exc.message,
-                                details={k: text(v) for k, v in exc.details.items()})
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServicer):

@@ -11,22 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from services.ingest.events import ingest_events
 from wisp import __version__
-from wisp.db import Base, insert_ignore
+from wisp.db import insert_ignore, table
 from wisp.db.types import utcnow
 from wisp.errors import InvalidInput
 from wisp.ids import exposure_id, make_id, raw_frame_id
 from wisp.instruments import InstrumentDescription, NormalisedExposure
 from wisp.nights import night_of, site_longitude
 from wisp.v1 import common_pb2
-
-
-def table(name: str) -> Table:
-    return Base.metadata.tables[name]
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,3 @@ def quarantine(session: Session, *, sha256: str, size: int, filename: str, sourc
         session.execute(update(q).where(q.c.sha256 == sha256).values(
             last_seen=now, seen_count=q.c.seen_count + 1, error_code=code, message=message,
             details=details))
-
-
-def count_rows(session: Session, name: str) -> int:
-    return int(session.scalar(select(func.count()).select_from(table(name))) or 0)

@@ -13,26 +13,20 @@ import logging
 from pathlib import Path
 
 from wisp.bus import INGEST_FILE, Bus
+from wisp.fitsio import fits_files
 from wisp.ids import make_id
 from wisp.v1 import commands_pb2
 
 log = logging.getLogger(__name__)
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
-
-
 def candidates(folder: Path) -> dict[Path, tuple[int, int]]:
     """FITS-like files under ``folder`` (hidden entries skipped) with (size, mtime_ns)."""
     out: dict[Path, tuple[int, int]] = {}
-    for path in folder.rglob("*"):
-        rel = path.relative_to(folder).parts
-        if any(p.startswith(".") for p in rel) or not path.name.lower().endswith(FITS_SUFFIXES):
-            continue
+    for path in fits_files(folder):
         try:
             st = path.stat()
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed between listing and stat
             continue
-        if path.is_file():
-            out[path] = (st.st_size, st.st_mtime_ns)
+        out[path] = (st.st_size, st.st_mtime_ns)
     return out
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from wisp import __version__
-from wisp.db import Base, insert_ignore, session_scope
+from wisp.db import insert_ignore, session_scope, table
 from wisp.db.types import utcnow
 from wisp.errors import InvalidInput
 from wisp.ids import make_id
@@ -28,9 +28,6 @@ from wisp.quality import QC_MASK, Bounds, evaluate, flag_names
 QC_STAGE = "qc"
 QC_VERSION = "1"  #: version of the QC science: part of the activity's code_version
 
-
-def _t(name: str) -> Table:
-    return Base.metadata.tables[name]
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def qc_activity_id(product_id: str) -> str:
 
 def load_product(engine: Engine, product_id: str) -> ProductRow:
     """The product row; ``InvalidInput`` (``qc.unknown_product``) if it does not exist."""
-    p = _t("products")
+    p = table("products")
     with session_scope(engine) as s:
         row = s.execute(select(p.c.id, p.c.kind, p.c.instrument, p.c.filter, p.c.object_key, p.c.metrics)
                         .where(p.c.id == product_id)).first()
@@ -79,7 +76,7 @@ def record_qc(session: Session, product_id: str, measured: Mapping[str, Any], th
     """Merge ``measured`` into the product's metrics (QC's values win, other keys stay), evaluate the
     thresholds on the merged metrics, set QC's bits of ``quality_flags``, and record the activity with
     a ``used`` edge (role ``subject``); ``params`` (plus flags and reasons) become the activity's params."""
-    products, activities = _t("products"), _t("activities")
+    products, activities = table("products"), table("activities")
     row = session.execute(select(products.c.metrics, products.c.quality_flags)
                           .where(products.c.id == product_id).with_for_update()).first()
     if row is None:
@@ -103,7 +100,7 @@ def record_qc(session: Session, product_id: str, measured: Mapping[str, Any], th
         # Same product judged differently (thresholds or code changed): the activity tells the latest verdict.
         session.execute(update(activities).where(activities.c.id == act).values(params=full))
         changed = True
-    edges = insert_ignore(session, _t("lineage_edges"), [{
+    edges = insert_ignore(session, table("lineage_edges"), [{
         "activity_id": act, "entity_id": product_id, "entity_kind": "product", "relation": "used",
         "role": "subject"}])
     return QcOutcome(act, merged, flags, quality_flags, reasons, changed or bool(inserted) or bool(edges))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from wisp.client import WispClient
+from wisp.client import WispClient, gateway_url
 
 COLUMNS = ("id", "instrument", "chip", "obstype", "filter", "exptime_s", "date_obs", "object")
 
@@ -37,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> WispClient:
-    return WispClient(args.gateway or os.environ.get("WISP_GATEWAY_URL", "http://127.0.0.1:8080"))
+    return WispClient(gateway_url(args.gateway))
 
 
 def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from wisp.client import WispClient
+from wisp.client import WispClient, gateway_url
 from wisp.errors import InvalidInput, WispError
-
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
+from wisp.fitsio import fits_files
 
 
 def register(sub: Any) -> None:
@@ -32,10 +30,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = [p for p in sorted(path.rglob("*"))
-                     if p.is_file() and p.name.lower().endswith(FITS_SUFFIXES)
-                     and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-            out.extend(found)
+            out.extend(fits_files(path))
         else:
             out.append(path)
     return out
@@ -59,7 +54,7 @@ def ingest_one(client: WispClient, path: Path, retry_for_s: float) -> dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.gateway or os.environ.get("WISP_GATEWAY_URL", "http://127.0.0.1:8080")
+    url = gateway_url(args.gateway)
     files = expand(args.paths)
     if not files:
         print("wisp ingest: no FITS files found in the given paths", file=sys.stderr)

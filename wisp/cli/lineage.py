@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from wisp.client import WispClient
+from wisp.client import WispClient, gateway_url
 
 
 def register(sub: Any) -> None:
@@ -35,7 +34,7 @@ def print_tree(node: dict[str, Any], indent: int = 0) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.gateway or os.environ.get("WISP_GATEWAY_URL", "http://127.0.0.1:8080")
+    url = gateway_url(args.gateway)
     with WispClient(url) as client:
         answer = client.lineage(args.entity_id, "down" if args.down else "up")
     if args.json:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from wisp.client import WispClient
+from wisp.client import WispClient, gateway_url
 
 
 def register(sub: Any) -> None:
@@ -21,7 +20,7 @@ def register(sub: Any) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    url = args.gateway or os.environ.get("WISP_GATEWAY_URL", "http://127.0.0.1:8080")
+    url = gateway_url(args.gateway)
     with WispClient(url) as client:
         answer = client.import_refcat(args.path)
     print(f"{answer['status']}: {answer['product_id']} — {answer['n_stars']} stars in {answer['n_partitions']} "

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from wisp.cli.frames import print_table
-from wisp.client import WispClient
+from wisp.client import WispClient, gateway_url
 
 
 def register(sub: Any) -> None:
@@ -27,7 +26,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.gateway or os.environ.get("WISP_GATEWAY_URL", "http://127.0.0.1:8080")
+    url = gateway_url(args.gateway)
     with WispClient(url) as client:
         answer = client.sources(args.ra, args.dec, args.radius, kind=args.kind, filter=args.filter,
                                 mag_max=args.mag_max, limit=args.limit)

@@ -42,7 +42,7 @@ from wisp.db.models import (
     Source,
     User,
 )
-from wisp.db.session import insert_ignore, session_factory, session_scope, upsert
+from wisp.db.session import insert_ignore, session_factory, session_scope, table, upsert
 from wisp.db.types import JSONType, UTCDateTime, utcnow
 
 __all__ = [
@@ -92,6 +92,7 @@ __all__ = [
     "normalise_url",
     "session_factory",
     "session_scope",
+    "table",
     "upsert",
     "utcnow",
 ]

@@ -96,3 +96,8 @@ def upsert(session: Session, model: type[Base] | Table, row: Mapping[str, Any], 
     session.flush()
     stmt = _insert_for(session)(table).values(dict(row))
     session.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=dict(update)))
+
+
+def table(name: str) -> Table:
+    """A Wisp table by name (for Core queries)."""
+    return Base.metadata.tables[name]

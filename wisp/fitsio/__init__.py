@@ -7,6 +7,7 @@ Error codes (stable, all :class:`~wisp.errors.InvalidInput`; ``fits.too_large`` 
 """
 
 from wisp.fitsio.layout import FitsLayout, HduInfo, HduKind
+from wisp.fitsio.names import FITS_SUFFIXES, fits_files
 from wisp.fitsio.verify import scan_fits
 
-__all__ = ["FitsLayout", "HduInfo", "HduKind", "scan_fits"]
+__all__ = ["FITS_SUFFIXES", "FitsLayout", "HduInfo", "HduKind", "fits_files", "scan_fits"]

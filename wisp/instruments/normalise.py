@@ -171,13 +171,7 @@ def _number_field(fname: str, desc: InstrumentDescription, headers: list[tuple[i
         value /= 1000.0
     if value is not None and low <= value <= high:
         return value
-    human = EXPOSURE_FIELDS[fname]
-    if required:
-        p.bad(fname, human, found.key, found.value, f"a number in [{low:g}, {high:g}]", found.hdu)
-    else:
-        p.note(f"{fname}: {found.key}={found.value!r} is not a valid {human} (expected a number in "
-               f"[{low:g}, {high:g}]); ignored")
-        p.sources.pop(fname, None)
+    _invalid(fname, found, f"a number in [{low:g}, {high:g}]", required, p)
     return None
 
 
@@ -195,13 +189,18 @@ def _angle(fname: str, desc: InstrumentDescription, headers: list[tuple[int, fit
     if fname == "dec" and value is not None and -90 <= value <= 90:
         return value
     expected = "degrees in [0, 360) or 'hh:mm:ss'" if fname == "ra" else "degrees in [-90, 90] or '±dd:mm:ss'"
-    if required:
-        p.bad(fname, EXPOSURE_FIELDS[fname], found.key, found.value, expected, found.hdu)
-    else:
-        p.note(f"{fname}: {found.key}={found.value!r} is not a valid {EXPOSURE_FIELDS[fname]} "
-               f"(expected {expected}); ignored")
-        p.sources.pop(fname, None)
+    _invalid(fname, found, expected, required, p)
     return None
+
+
+def _invalid(fname: str, found: Found, expected: str, required: bool, p: Problems) -> None:
+    """A value of the wrong form: an error if the field is required, else ignored with a note."""
+    human = EXPOSURE_FIELDS[fname]
+    if required:
+        p.bad(fname, human, found.key, found.value, expected, found.hdu)
+    else:
+        p.note(f"{fname}: {found.key}={found.value!r} is not a valid {human} (expected {expected}); ignored")
+        p.sources.pop(fname, None)
 
 
 def _text(fname: str, desc: InstrumentDescription, headers: list[tuple[int, fits.Header]], required: bool,

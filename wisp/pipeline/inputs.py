@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.errors import InvalidInput
 from wisp.store import ObjectStore
 
@@ -49,7 +49,7 @@ class InputLoader:
         return self._files[key]
 
     def frame(self, frame_id: str) -> FrameInput:
-        frames, exposures = Base.metadata.tables["raw_frames"], Base.metadata.tables["exposures"]
+        frames, exposures = table("raw_frames"), table("exposures")
         with session_scope(self.engine) as s:
             row = s.execute(select(frames, exposures.c.object_key, exposures.c.filename, exposures.c.sha256,
                                    exposures.c.header.label("primary_header"))
@@ -61,7 +61,7 @@ class InputLoader:
         return FrameInput(data, self._local(data["object_key"]))
 
     def product(self, product_id: str) -> ProductInput:
-        products = Base.metadata.tables["products"]
+        products = table("products")
         with session_scope(self.engine) as s:
             row = s.execute(select(products).where(products.c.id == product_id)).first()
         if row is None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from wisp import __version__
 from wisp.bus import product_created_subject
-from wisp.db import Base, insert_ignore
+from wisp.db import insert_ignore, table
 from wisp.db.types import utcnow
 from wisp.ids import make_id
 from wisp.pipeline.model import Output, StageSpec, Task
@@ -49,10 +49,10 @@ def record_product(session: Session, spec: StageSpec, task: Task, output: Output
         "sha256": ref.sha256, "size_bytes": ref.size, "params": json_safe(dict(task.params)), "created_at": now,
         "metrics": {}, **output.columns}
     row["metrics"] = json_safe(row["metrics"])
-    if not insert_ignore(session, Base.metadata.tables["products"], [row]):
+    if not insert_ignore(session, table("products"), [row]):
         return False
     act = make_id("act", spec.name, task.product_id)
-    session.execute(insert(Base.metadata.tables["activities"]).values(
+    session.execute(insert(table("activities")).values(
         id=act, stage=spec.name, code_version=f"{__version__}/{spec.name}-{spec.version}",
         host=socket.gethostname(), params=dict(task.params), started_at=started, ended_at=now,
         status="succeeded", job_id=task.job_id or None))
@@ -60,7 +60,7 @@ def record_product(session: Session, spec: StageSpec, task: Task, output: Output
               "role": i.role} for i in task.inputs]
     edges.append({"activity_id": act, "entity_id": task.product_id, "entity_kind": "product",
                   "relation": "wasGeneratedBy", "role": "output"})
-    session.execute(insert(Base.metadata.tables["lineage_edges"]), edges)
+    session.execute(insert(table("lineage_edges")), edges)
     if output.extra is not None:
         output.extra(session, task.product_id)
     created = Timestamp()
@@ -69,7 +69,7 @@ def record_product(session: Session, spec: StageSpec, task: Task, output: Output
         id=task.product_id, kind=spec.kind, stage=spec.name, object_key=ref.key, sha256=ref.sha256,
         created_at=created, **{k: str(row.get(k) or "") for k in
                                ("instrument", "chip", "filter", "night", "field", "frame_id", "exposure_id")}))
-    session.execute(insert(Base.metadata.tables["outbox"]).values(
+    session.execute(insert(table("outbox")).values(
         subject=product_created_subject(spec.kind), msg_id=task.product_id, payload=event.SerializeToString(),
         headers={}, created_at=now))
     return True

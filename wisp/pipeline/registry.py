@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wisp.bus import ALL_FRAMES_INGESTED, product_created_subject
-from wisp.db import Base
+from wisp.db import table
 from wisp.pipeline.model import StageSpec, Task, Trigger
 
 STAGES: dict[str, StageSpec] = {}
@@ -39,7 +39,7 @@ def plan(session: Session, trigger: Trigger, service: str | None = None) -> list
             tasks.extend(spec.ready(session, trigger))
     if not tasks:
         return []
-    products = Base.metadata.tables["products"]
+    products = table("products")
     existing = set(session.scalars(select(products.c.id).where(products.c.id.in_([t.product_id for t in tasks]))))
     unique = {t.product_id: t for t in tasks if t.product_id not in existing}
     return list(unique.values())

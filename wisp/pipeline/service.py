@@ -33,7 +33,7 @@ from wisp.bus import (
 )
 from wisp.bus.subjects import COMMANDS_PREFIX
 from wisp.config import Settings
-from wisp.db import Base, session_scope
+from wisp.db import session_scope, table
 from wisp.db.types import utcnow
 from wisp.deadletters import DeadLetterRecorder
 from wisp.errors import InvalidInput
@@ -120,7 +120,7 @@ class PipelineService:
 
     def make(self, runner: StageRunner, task: Task) -> bool:
         """Run one task to completion (thread); False when the product already existed."""
-        products = Base.metadata.tables["products"]
+        products = table("products")
         with session_scope(self.ctx.engine) as session:
             if session.scalar(select(products.c.id).where(products.c.id == task.product_id)) is not None:
                 return False

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Table, and_, func, select
+from sqlalchemy import Row, and_, func, select
 from sqlalchemy.orm import Session
 
-from wisp.db import Base
+from wisp.db import table
 from wisp.instruments.schema import CalibrationRule
 from wisp.pipeline.model import InputRef, StageSpec, Task, Trigger
 from wisp.pipeline.registry import register
@@ -25,17 +25,15 @@ from wisp.pipeline.registry import register
 ANY_FRAME = tuple(f"raw_frame:{t}" for t in ("bias", "dark", "flat", "science", "other"))
 
 
-def _t(name: str) -> Table:
-    return Base.metadata.tables[name]
-
 
 def _frame(session: Session, frame_id: str) -> Row[Any] | None:
-    return session.execute(select(_t("raw_frames")).where(_t("raw_frames").c.id == frame_id)).first()
+    return session.execute(select(table("raw_frames")).where(table("raw_frames").c.id == frame_id)).first()
 
 
 def calibration_rule(session: Session, instrument: str, kind: str) -> CalibrationRule:
     """The camera's rule for a calibration kind (from its description as recorded at first sight)."""
-    definition = session.scalar(select(_t("instruments").c.definition).where(_t("instruments").c.name == instrument))
+    instruments = table("instruments")
+    definition = session.scalar(select(instruments.c.definition).where(instruments.c.name == instrument))
     fields = ((definition or {}).get("calibration") or {}).get(kind) or {}
     return CalibrationRule(**fields)
 
@@ -43,7 +41,7 @@ def calibration_rule(session: Session, instrument: str, kind: str) -> Calibratio
 def _block(session: Session, instrument: str, chip: str, night: str, obstype: str,
            filt: str | None) -> list[Row[Any]] | None:
     """The usable frames of a complete calibration block, or None while it is still incomplete."""
-    f = _t("raw_frames")
+    f = table("raw_frames")
     conds = [f.c.instrument == instrument, f.c.chip == chip, f.c.night == night, f.c.obstype == obstype,
              f.c.is_valid != 0]
     if filt is not None:
@@ -75,7 +73,7 @@ class Selection:
 def select_calibration(session: Session, kind: str, instrument: str, chip: str, filt: str | None,
                        when: datetime) -> Selection:
     """Choose the master ``kind`` ('master_bias' or 'master_flat') for a frame taken at ``when``."""
-    p = _t("products")
+    p = table("products")
     conds = [p.c.kind == kind, p.c.instrument == instrument, p.c.chip == chip]
     if filt is not None:
         conds.append(p.c.filter == filt)
@@ -125,7 +123,7 @@ def _master_bias_ready(session: Session, trigger: Trigger) -> list[Task]:
 
 
 def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> list[Task]:
-    f = _t("raw_frames")
+    f = table("raw_frames")
     filters = session.scalars(select(f.c.filter).distinct().where(
         f.c.instrument == instrument, f.c.chip == chip, f.c.night == night, f.c.obstype == "flat")).all()
     tasks = []
@@ -146,7 +144,7 @@ def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> lis
 
 def _master_flat_ready(session: Session, trigger: Trigger) -> list[Task]:
     if trigger.entity_kind == "product":
-        p = _t("products")
+        p = table("products")
         prod = session.execute(select(p.c.instrument, p.c.chip, p.c.night).where(p.c.id == trigger.id)).first()
         return _flat_tasks(session, prod.instrument, prod.chip, prod.night) if prod and prod.night else []
     frame = _frame(session, trigger.id)
@@ -167,7 +165,7 @@ def reduce_task(session: Session, frame: Row[Any]) -> Task | None:
 
 
 def _reduce_ready(session: Session, trigger: Trigger) -> list[Task]:
-    f, p = _t("raw_frames"), _t("products")
+    f, p = table("raw_frames"), table("products")
     if trigger.entity_kind == "raw_frame":
         frame = _frame(session, trigger.id)
         frames = [frame] if frame is not None and frame.is_valid != 0 else []

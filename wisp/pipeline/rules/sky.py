@@ -11,21 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Row, Table, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from wisp.db import Base
+from wisp.db import table
 from wisp.pipeline.model import InputRef, StageSpec, Task, Trigger
 from wisp.pipeline.registry import register
 from wisp.sphere import separation
 
 
-def _t(name: str) -> Table:
-    return Base.metadata.tables[name]
-
-
 def _product(session: Session, pid: str) -> Row[Any] | None:
-    p = _t("products")
+    p = table("products")
     return session.execute(select(p).where(p.c.id == pid)).first()
 
 
@@ -41,7 +37,7 @@ def covering_refcat(session: Session, ra: float | None, dec: float | None) -> Ro
     """The newest usable reference catalogue whose footprint (centre + ``radius_deg``) holds (ra, dec)."""
     if ra is None or dec is None:
         return None
-    p = _t("products")
+    p = table("products")
     for row in session.execute(select(p).where(p.c.kind == "refcat").order_by(p.c.created_at.desc())):
         radius = float((row.metrics or {}).get("radius_deg", 0.0))
         if not _usable(row) or row.ra_deg is None:
@@ -65,7 +61,7 @@ def _astrometry_task(session: Session, reduced: Row[Any]) -> Task | None:
 
 
 def _astrometry_ready(session: Session, trigger: Trigger) -> list[Task]:
-    p = _t("products")
+    p = table("products")
     if trigger.kind == "reduced":
         row = _product(session, trigger.id)
         task = _astrometry_task(session, row) if row is not None else None
@@ -77,7 +73,7 @@ def _astrometry_ready(session: Session, trigger: Trigger) -> list[Task]:
 
 
 def _reduced_of(session: Session, solution: Row[Any]) -> Row[Any] | None:
-    p = _t("products")
+    p = table("products")
     return session.execute(select(p).where(p.c.kind == "reduced", p.c.frame_id == solution.frame_id,
                                            p.c.status == "ok").order_by(p.c.created_at.desc())).first()
 
@@ -97,7 +93,7 @@ def _coadd_ready(session: Session, trigger: Trigger) -> list[Task]:
     solution = _product(session, trigger.id)
     if solution is None or solution.field is None:
         return []
-    f, p = _t("raw_frames"), _t("products")
+    f, p = table("raw_frames"), table("products")
     frames = list(session.execute(select(f.c.id).where(
         f.c.instrument == solution.instrument, f.c.night == solution.night, f.c.object == solution.field,
         f.c.filter == solution.filter, f.c.obstype == "science", f.c.is_valid != 0)))
