@@ -97,8 +97,8 @@ class AstrometryRunner:
         return Output(path, columns)
 
 
-def _centre_radius(table: Table) -> tuple[float, float, float]:
-    ra, dec = np.radians(np.asarray(table["ra"], float)), np.radians(np.asarray(table["dec"], float))
+def _centre_radius(stars: Table) -> tuple[float, float, float]:
+    ra, dec = np.radians(np.asarray(stars["ra"], float)), np.radians(np.asarray(stars["dec"], float))
     v = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]).sum(axis=1)
     norm = np.linalg.norm(v)
     if norm < 1e-9:

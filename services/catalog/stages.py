@@ -14,6 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from services.catalog.science import extract, summary
+from wisp.db import table
 from wisp.dq import NO_DATA
 from wisp.pipeline.files import provenance, write_fits
 from wisp.pipeline.inputs import InputLoader
@@ -37,26 +38,26 @@ def _value(v: Any) -> Any:
     return v
 
 
-def index_rows(table: Table) -> list[dict[str, Any]]:
+def index_rows(catalogue: Table) -> list[dict[str, Any]]:
     """Rows for the ``sources`` table (cone-search index); sources without a sky position are left out."""
-    ok = np.isfinite(np.asarray(table["RA"], float)) & np.isfinite(np.asarray(table["DEC"], float))
-    return [{k: _value(row[c]) for k, c in INDEX_COLUMNS.items()} for row in table[ok]]
+    ok = np.isfinite(np.asarray(catalogue["RA"], float)) & np.isfinite(np.asarray(catalogue["DEC"], float))
+    return [{k: _value(row[c]) for k, c in INDEX_COLUMNS.items()} for row in catalogue[ok]]
 
 
-def catalogue_output(spec: StageSpec, task: Task, table: Table, workdir: Path, zeropoint: float,
+def catalogue_output(spec: StageSpec, task: Task, catalogue: Table, workdir: Path, zeropoint: float,
                      columns: dict[str, Any]) -> Output:
     """Write the table and describe it; the sources are indexed in the same transaction as the product."""
     header = fits.Header()
     for key, value, comment in provenance(spec, task):
         header[key] = (value, comment)
     header["MAGZP"] = (zeropoint, "m = MAGZP - 2.5 log10(FLUX [e-] / EXPTIME)")
-    hdu = fits.BinTableHDU(table, name="CATALOG")
+    hdu = fits.BinTableHDU(catalogue, name="CATALOG")
     for key in ("DATE", "DATE-HDU"):
         hdu.header.remove(key, ignore_missing=True)
     path = write_fits(workdir / "catalog.fits", header, [hdu])
-    stats = summary(table)
+    stats = summary(catalogue)
     columns["metrics"] = {k: _value(v) for k, v in stats.items()} if isinstance(stats, dict) else {}
-    rows = index_rows(table)
+    rows = index_rows(catalogue)
 
     def index(session: Session, product_id: str) -> None:
         if rows:
@@ -76,12 +77,12 @@ class CatalogRunner:
             header = h[0].header
             sci, var, dq = _native(h["SCI"].data), _native(h["VAR"].data), np.asarray(h["DQ"].data, np.uint16)
         zp = float(sol_header.get("MAGZP", np.nan))
-        table = extract(sci, var, dq, wcs=WCS(sol_header), zeropoint=zp if np.isfinite(zp) else None,
+        catalogue = extract(sci, var, dq, wcs=WCS(sol_header), zeropoint=zp if np.isfinite(zp) else None,
                         exptime_s=float(header["EXPTIME"]), pixel_scale_arcsec=float(header.get("PIXSCALE") or 0.26))
         columns = {k: task.group[k] for k in ("instrument", "chip", "filter", "night", "field", "frame_id",
                                               "exposure_id") if task.group.get(k) is not None}
         columns.update(mjd_obs=solution.row["mjd_obs"], ra_deg=solution.row["ra_deg"], dec_deg=solution.row["dec_deg"])
-        return catalogue_output(self.spec, task, table, workdir, zp, columns)
+        return catalogue_output(self.spec, task, catalogue, workdir, zp, columns)
 
 
 class CoaddCatalogRunner:
@@ -98,7 +99,7 @@ class CoaddCatalogRunner:
         wcs = WCS(header)
         zp = float(header["MAGZP"])
         scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix))) * 3600.0)
-        table = extract(sci, var, dq, wcs=wcs, zeropoint=zp, exptime_s=1.0, pixel_scale_arcsec=scale)
+        catalogue = extract(sci, var, dq, wcs=wcs, zeropoint=zp, exptime_s=1.0, pixel_scale_arcsec=scale)
         columns = {k: task.group[k] for k in ("instrument", "filter", "night", "field") if task.group.get(k)}
         columns.update(ra_deg=coadd.row["ra_deg"], dec_deg=coadd.row["dec_deg"], mjd_obs=coadd.row["mjd_obs"])
-        return catalogue_output(self.spec, task, table, workdir, zp, columns)
+        return catalogue_output(self.spec, task, catalogue, workdir, zp, columns)
