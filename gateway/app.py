@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import grpc
 from fastapi import FastAPI
 
-from gateway import frames, health, lineage, products, refcats, sources, uploads, why
+from gateway import frames, health, invalidation, lineage, products, refcats, sources, uploads, why
 from gateway.problems import install_handlers
 from wisp import __version__
 from wisp.config import Settings, load_settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(uploads.router)
     app.include_router(frames.router)
+    app.include_router(invalidation.router)
     app.include_router(lineage.router)
     app.include_router(products.router)
     app.include_router(refcats.router)

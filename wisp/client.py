@@ -80,6 +80,15 @@ class WispClient:
         _raise_for_problem(r)
         return r.json()
 
+    def _post_json(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            r = self._http.post(path, json=body)
+        except httpx.TransportError as exc:
+            raise Transient(f"cannot reach the gateway at {self.base_url}: {exc}",
+                            code="gateway.unreachable") from None
+        _raise_for_problem(r)
+        return r.json()
+
     def health(self) -> dict[str, Any]:
         """The gateway's health document (raises Transient when not ready)."""
         result: dict[str, Any] = self._get("/health")
@@ -146,6 +155,21 @@ class WispClient:
     def why(self, entity_id: str) -> dict[str, Any]:
         """Why these calibrations were chosen for a frame (or a product made from one), or why none."""
         result: dict[str, Any] = self._get(f"/v1/why/{entity_id}")
+        return result
+
+    def invalidate(self, product_id: str, reason: str) -> dict[str, Any]:
+        """Mark a product bad; the answer lists the derived products now outdated."""
+        result: dict[str, Any] = self._post_json(f"/v1/products/{product_id}/invalidate", {"reason": reason})
+        return result
+
+    def reprocess(self, product_ids: list[str] | None = None) -> dict[str, Any]:
+        """Ask for outdated products (default: all) to be remade; the answer is the new job."""
+        result: dict[str, Any] = self._post_json("/v1/reprocess", {"product_ids": product_ids})
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A job's progress: what it remade, what is pending, anything extra."""
+        result: dict[str, Any] = self._get(f"/v1/jobs/{job_id}")
         return result
 
     def lineage(self, entity_id: str, direction: str = "up") -> dict[str, Any]:

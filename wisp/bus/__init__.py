@@ -36,9 +36,11 @@ from wisp.bus.subjects import (
     frame_ingested_subject,
     ingest_file_subject,
     ingest_rejected_subject,
+    make_product_msg_id,
     make_product_subject,
     message_type_for,
     product_created_subject,
+    product_invalidated_subject,
     token,
 )
 from wisp.bus.types import (
@@ -81,8 +83,10 @@ __all__ = [
     "frame_ingested_subject",
     "ingest_file_subject",
     "ingest_rejected_subject",
+    "make_product_msg_id",
     "make_product_subject",
     "message_type_for",
     "product_created_subject",
+    "product_invalidated_subject",
     "token",
 ]

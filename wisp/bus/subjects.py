@@ -28,10 +28,13 @@ ALL_EXPOSURES_INGESTED = f"{EXPOSURE_INGESTED}.*"
 #: ProductCreated events, and the filter matching every kind of product.
 PRODUCT_CREATED = f"{EVENTS_PREFIX}.product.created"
 ALL_PRODUCTS_CREATED = f"{PRODUCT_CREATED}.*"
+#: ProductInvalidated events: a user marked a product bad, its derived products are outdated.
+PRODUCT_INVALIDATED = f"{EVENTS_PREFIX}.product.invalidated"
 
 #: The protobuf message (full name) each subject family carries: the contract in one table.
 MESSAGE_TYPES: dict[str, str] = {
     PRODUCT_CREATED: "wisp.v1.ProductCreated",
+    PRODUCT_INVALIDATED: "wisp.v1.ProductInvalidated",
     FRAME_INGESTED: "wisp.v1.FrameIngested",
     EXPOSURE_INGESTED: "wisp.v1.ExposureIngested",
     INGEST_REJECTED: "wisp.v1.IngestRejected",
@@ -84,6 +87,17 @@ def ingest_file_subject() -> str:
 def product_created_subject(kind: str) -> str:
     """``wisp.evt.product.created.<kind>`` for ProductCreated events."""
     return f"{PRODUCT_CREATED}.{token(kind)}"
+
+
+def product_invalidated_subject(kind: str) -> str:
+    """``wisp.evt.product.invalidated.<kind>`` for ProductInvalidated events."""
+    return f"{PRODUCT_INVALIDATED}.{token(kind)}"
+
+
+def make_product_msg_id(product_id: str) -> str:
+    """``Nats-Msg-Id`` of the MakeProduct command for ``product_id`` (distinct from its ProductCreated event's,
+    which is the product id: both may sit in the one outbox table)."""
+    return f"make-{product_id}"
 
 
 def make_product_subject(service: str, stage: str) -> str:

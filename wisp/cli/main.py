@@ -18,6 +18,7 @@ _COMMANDS = (
     "wisp.cli.refcat",
     "wisp.cli.sources",
     "wisp.cli.why",
+    "wisp.cli.invalidate",
     "wisp.cli.admin",
 )
 

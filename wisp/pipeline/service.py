@@ -16,10 +16,12 @@ import asyncio
 import logging
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from wisp.bus import (
     ALL_FRAMES_INGESTED,
@@ -28,6 +30,7 @@ from wisp.bus import (
     Consumer,
     ConsumerSpec,
     DeliveryInfo,
+    make_product_msg_id,
     make_product_subject,
     token,
 )
@@ -48,6 +51,15 @@ from wisp.v1 import common_pb2, events_pb2, pipeline_pb2
 log = logging.getLogger(__name__)
 OBSTYPES = {common_pb2.OBS_TYPE_BIAS: "bias", common_pb2.OBS_TYPE_DARK: "dark", common_pb2.OBS_TYPE_FLAT: "flat",
             common_pb2.OBS_TYPE_SCIENCE: "science"}
+
+
+def caused_by_job(session: Session, trigger: Trigger) -> str:
+    """The job whose command made the triggering product ('' if none): what it causes carries the job id."""
+    if trigger.entity_kind != "product":
+        return ""
+    a, e = table("activities"), table("lineage_edges")
+    made_by = select(e.c.activity_id).where(e.c.entity_id == trigger.id, e.c.relation == "wasGeneratedBy")
+    return session.scalar(select(a.c.job_id).where(a.c.id.in_(made_by), a.c.job_id.is_not(None))) or ""
 
 
 class StageRunner(Protocol):
@@ -102,11 +114,13 @@ class PipelineService:
     async def _plan(self, trigger: Trigger) -> None:
         def ready() -> list[Task]:
             with session_scope(self.ctx.engine) as session:
-                return plan(session, trigger, service=self.name)
+                tasks = plan(session, trigger, service=self.name)
+                job_id = caused_by_job(session, trigger) if tasks else ""
+                return [replace(t, job_id=job_id) for t in tasks] if job_id else tasks
 
         for task in await asyncio.to_thread(ready):
             await self.ctx.bus.publish(make_product_subject(self.name, task.stage), task.to_command(),
-                                       msg_id=task.product_id)
+                                       msg_id=make_product_msg_id(task.product_id))
             log.info("planned", extra={"stage": task.stage, "product_id": task.product_id, "trigger": trigger.id})
 
     async def _on_make(self, cmd: pipeline_pb2.MakeProduct, _: DeliveryInfo) -> None:

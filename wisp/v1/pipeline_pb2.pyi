@@ -70,3 +70,17 @@ class MakeProduct(_message.Message):
     group_json: str
     job_id: str
     def __init__(self, stage: _Optional[str] = ..., product_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputRef, _Mapping]]] = ..., params_json: _Optional[str] = ..., group_json: _Optional[str] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ProductInvalidated(_message.Message):
+    __slots__ = ("product_id", "kind", "reason", "outdated_ids", "at")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OUTDATED_IDS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    kind: str
+    reason: str
+    outdated_ids: _containers.RepeatedScalarFieldContainer[str]
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, product_id: _Optional[str] = ..., kind: _Optional[str] = ..., reason: _Optional[str] = ..., outdated_ids: _Optional[_Iterable[str]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -98,6 +98,9 @@ class Product(AccessMixin, QualityMixin, Base):
     frame_id: Mapped[str | None] = mapped_column(
         ForeignKey("raw_frames.id"),
         comment="Per-chip products: the raw frame it derives from (raw_frames.id); NULL otherwise")
+    validity_note: Mapped[str] = mapped_column(
+        Text, default="", server_default="",
+        comment="Why a user marked it bad or qualified (is_valid 0 or 2); '' if never")
     mjd_obs: Mapped[float | None] = mapped_column(
         comment="Observation time, MJD (UTC) in days: start of the exposure for single-exposure products")
     ra_deg: Mapped[float | None] = mapped_column(comment="Centre right ascension (ICRS) in degrees")

@@ -173,7 +173,8 @@ def _reduce_ready(session: Session, trigger: Trigger) -> list[Task]:
         master = session.execute(select(p).where(p.c.id == trigger.id)).first()
         if master is None:
             return []
-        reduced = select(p.c.frame_id).where(p.c.kind == "reduced", p.c.frame_id.is_not(None))
+        # frames lacking an up-to-date reduction (none yet, or only outdated ones)
+        reduced = select(p.c.frame_id).where(p.c.kind == "reduced", p.c.frame_id.is_not(None), p.c.status == "ok")
         conds = [f.c.instrument == master.instrument, f.c.chip == master.chip, f.c.obstype == "science",
                  f.c.is_valid != 0, f.c.id.not_in(reduced)]
         if master.filter is not None and master.kind == "master_flat":

@@ -66,7 +66,7 @@ def _astrometry_ready(session: Session, trigger: Trigger) -> list[Task]:
         row = _product(session, trigger.id)
         task = _astrometry_task(session, row) if row is not None else None
         return [task] if task else []
-    solved = select(p.c.frame_id).where(p.c.kind == "astrometry", p.c.frame_id.is_not(None))
+    solved = select(p.c.frame_id).where(p.c.kind == "astrometry", p.c.frame_id.is_not(None), p.c.status == "ok")
     pending = session.execute(select(p).where(p.c.kind == "reduced", p.c.frame_id.not_in(solved)))
     tasks = [_astrometry_task(session, r) for r in pending]
     return [t for t in tasks if t is not None]
