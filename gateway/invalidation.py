@@ -26,6 +26,8 @@ class InvalidateBody(BaseModel):
 class ReprocessBody(BaseModel):
     product_ids: list[str] | None = Field(default=None, max_length=10_000,
                                           description="outdated products to remake; null = every outdated one")
+    params: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="per-stage parameter overrides, e.g. {\"reduce\": {\"cr_sigclip\": 5}}")
 
 
 @router.post("/v1/products/{product_id}/invalidate", summary="Mark a product bad; what derives from it is outdated")
@@ -38,8 +40,8 @@ def post_invalidate(product_id: str, body: InvalidateBody, eng: Annotated[Engine
 @router.post("/v1/reprocess", status_code=202, summary="Remake outdated products (a job)")
 def post_reprocess(body: ReprocessBody, eng: Annotated[Engine, Depends(engine)]) -> dict[str, Any]:
     with session_scope(eng) as s:
-        job = reprocess(s, body.product_ids)
-    return {"job_id": job.job_id, "outdated": job.outdated, "roots": job.roots,
+        job = reprocess(s, body.product_ids, params=body.params)
+    return {"job_id": job.job_id, "params": body.params or {}, "outdated": job.outdated, "roots": job.roots,
             "commands": [{"stage": t.stage, "product_id": t.product_id, "replaces": job.replaces[t.product_id]}
                          for t in job.tasks],
             "blocked": job.blocked}

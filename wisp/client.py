@@ -162,9 +162,11 @@ class WispClient:
         result: dict[str, Any] = self._post_json(f"/v1/products/{product_id}/invalidate", {"reason": reason})
         return result
 
-    def reprocess(self, product_ids: list[str] | None = None) -> dict[str, Any]:
-        """Ask for outdated products (default: all) to be remade; the answer is the new job."""
-        result: dict[str, Any] = self._post_json("/v1/reprocess", {"product_ids": product_ids})
+    def reprocess(self, product_ids: list[str] | None = None,
+                  params: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Ask for outdated products (default: all) to be remade, with per-stage parameter overrides; the
+        answer is the new job."""
+        result: dict[str, Any] = self._post_json("/v1/reprocess", {"product_ids": product_ids, "params": params})
         return result
 
     def job(self, job_id: str) -> dict[str, Any]:

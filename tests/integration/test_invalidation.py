@@ -163,3 +163,24 @@ def test_bad_requests_are_refused_with_reasons(night_db: tuple[Engine, Filesyste
         invalidate(s, ok_id, "   ")
     with session_scope(engine) as s, pytest.raises(Conflict):
         reprocess(s, [ok_id])
+
+
+def test_request_parameters_are_checked_applied_and_recorded(night_db: tuple[Engine, FilesystemStore],
+                                                              tmp_path: Path) -> None:
+    engine, store = night_db
+    p, a = table("products"), table("activities")
+    with session_scope(engine) as s:
+        flat_id = s.scalar(select(p.c.id).where(p.c.kind == "master_flat").order_by(p.c.created_at))
+        invalidate(s, flat_id, "saturated lamp")
+    with session_scope(engine) as s, pytest.raises(InvalidInput, match="did you mean 'cr_sigclip'"):
+        reprocess(s, params={"reduce": {"cr_sigclipp": 5}})
+    with session_scope(engine) as s:
+        job = reprocess(s, params={"reduce": {"cr_sigclip": 5}})
+    assert job.tasks and all(t.params["cr_sigclip"] == 5.0 and t.params["trails"] is True for t in job.tasks)
+    for task in job.tasks:
+        _make(engine, store, tmp_path, task, {})
+    with session_scope(engine) as s:
+        recorded = list(s.execute(select(a.c.params).where(a.c.job_id == job.job_id)))
+        made = list(s.execute(select(p.c.params).where(p.c.id.in_([t.product_id for t in job.tasks]))))
+        assert job_report(s, job.job_id)["status"] == "succeeded"
+    assert len(recorded) == len(job.tasks) and all(r.params["cr_sigclip"] == 5.0 for r in recorded + made)

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from wisp.client import WispClient, gateway_url
+from wisp.pipeline.params import parse_assignment
 
 
 def register(sub: Any) -> None:
@@ -20,6 +21,8 @@ def register(sub: Any) -> None:
     _common(p, _invalidate)
     p = sub.add_parser("reprocess", help="remake outdated products (default: all of them) as one job")
     p.add_argument("product_ids", nargs="*", help="outdated products to remake (default: every outdated one)")
+    p.add_argument("--param", action="append", default=[], metavar="STAGE.NAME=VALUE",
+                   help="parameter override for every product of the job, e.g. reduce.cr_sigclip=5 (repeatable)")
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="follow the job for up to S seconds")
     _common(p, _reprocess)
     p = sub.add_parser("job", help="a job's progress: what it remade and what is pending")
@@ -65,7 +68,11 @@ def _print_job(job: dict[str, Any]) -> None:
 
 def _reprocess(args: argparse.Namespace) -> int:
     with WispClient(gateway_url(args.gateway)) as client:
-        answer = client.reprocess(args.product_ids or None)
+        params: dict[str, dict[str, Any]] = {}
+        for text in args.param:
+            stage, name, value = parse_assignment(text)
+            params.setdefault(stage, {})[name] = value
+        answer = client.reprocess(args.product_ids or None, params or None)
         if args.wait > 0:
             deadline = time.monotonic() + args.wait
             job = client.job(answer["job_id"])

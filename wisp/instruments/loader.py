@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from wisp.errors import ConfigError
+from wisp.errors import ConfigError, InvalidInput
 from wisp.instruments.chipdefs import parse_chips
 from wisp.instruments.qc import parse_qc
 from wisp.instruments.schema import (
@@ -30,10 +30,11 @@ from wisp.instruments.schema import (
     norm_token,
 )
 from wisp.names import did_you_mean
+from wisp.pipeline.params import check_all
 
 _TOP = ("name", "telescope", "description", "priority", "match", "image_hdus", "pixel_scale", "keywords",
         "required", "filters", "chips", "chip_discovery", "chip_keywords", "camera_id_from", "qc",
-        "calibration")
+        "calibration", "parameters")
 _RULE = ("keys", "map", "default", "unit", "time_keys", "time_seconds_keys", "derive")
 _UNITS = {"ra": ("deg", "hourangle", "auto"), "dec": ("deg",), "exptime": ("s", "ms")}
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -215,7 +216,16 @@ def load_description(path: Path) -> InstrumentDescription:
         camera_id_from=c.keys(d["camera_id_from"], "camera_id_from") if "camera_id_from" in d else (),
         qc=parse_qc(d.get("qc"), c.fail, [f.name for f in filters]),
         calibration=_calibration(c, d.get("calibration", {})),
+        parameters=_parameters(c, d.get("parameters", {})),
     )
+
+
+def _parameters(c: _Checker, value: Any) -> dict[str, dict[str, Any]]:
+    """Per-stage parameter defaults of this camera, checked against the stages' parameters."""
+    try:
+        return check_all(c.mapping(value, "parameters"), where="parameters.")
+    except InvalidInput as exc:
+        c.fail("parameters", exc.message)
 
 
 def _calibration(c: _Checker, value: Any) -> dict[str, CalibrationRule]:

@@ -134,6 +134,7 @@ class InstrumentDescription:
     camera_id_from: tuple[str, ...] = ()
     qc: dict[str, dict[str, Bounds | None]] = field(default_factory=dict)
     calibration: dict[str, CalibrationRule] = field(default_factory=dict)
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> parameter defaults
 
     def qc_thresholds(self, kind: str, filter_name: str | None = None) -> dict[str, Bounds]:
         """QC thresholds for a product of ``kind`` in ``filter_name``: defaults overridden by ``qc``."""
@@ -175,6 +176,7 @@ class InstrumentDescription:
             "camera_id_from": list(self.camera_id_from),
             "qc": qc_to_dict(self.qc),
             "calibration": {k: vars(v) for k, v in self.calibration.items()},
+            "parameters": self.parameters,
         }
 
     def summary(self) -> str:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from wisp.db.types import utcnow
 from wisp.errors import BadRequest, Conflict, InvalidInput, NotFound
 from wisp.ids import is_valid_id, make_id
 from wisp.pipeline.model import Task, Trigger
+from wisp.pipeline.params import check_all
 from wisp.pipeline.registry import stage
 from wisp.v1 import pipeline_pb2
 
@@ -157,10 +158,26 @@ def outdated_roots(session: Session, outdated: Iterable[str]) -> list[Row[Any]]:
     return roots
 
 
-def reprocess(session: Session, product_ids: Iterable[str] | None = None, *, requested_by: str = "") -> Reprocess:
+def for_job(session: Session, task: Task, job_id: str) -> Task:
+    """``task`` as part of job ``job_id``: carrying its id, with the job's parameter overrides for the stage
+    (a new product id when they change anything)."""
+    j = table("jobs")
+    target = session.scalar(select(j.c.target).where(j.c.id == job_id)) or {}
+    overrides = (target.get("params") or {}).get(task.stage)
+    if overrides:
+        spec = stage(task.stage)
+        task = spec.task(list(task.inputs), task.group, {**task.params, **overrides})
+    return replace(task, job_id=job_id)
+
+
+def reprocess(session: Session, product_ids: Iterable[str] | None = None, *,
+              params: Mapping[str, Mapping[str, Any]] | None = None, requested_by: str = "") -> Reprocess:
     """Create a reprocessing job for ``product_ids`` (outdated products; default: every outdated product)
-    and queue the commands that remake its roots (outbox, same transaction). Raises ``Conflict`` if a
-    given product is not outdated, ``NotFound``/``InvalidInput`` for unknown or malformed ids."""
+    and queue the commands that remake its roots (outbox, same transaction). ``params``: per-stage
+    parameter overrides for every product the job makes (``{'reduce': {'cr_sigclip': 5.0}}``), checked
+    with hints. Raises ``Conflict`` if a given product is not outdated, ``NotFound``/``InvalidInput`` for
+    unknown or malformed ids and parameters."""
+    overrides = check_all(params or {})
     p = table("products")
     if product_ids is None:
         ids = list(session.scalars(select(p.c.id).where(p.c.status == "outdated").order_by(p.c.created_at, p.c.id)))
@@ -173,9 +190,12 @@ def reprocess(session: Session, product_ids: Iterable[str] | None = None, *, req
                                code="reprocess.not_outdated", id=pid)
             ids.append(pid)
     now = utcnow()
-    job_id = make_id("job", "reprocess", sorted(ids), now.isoformat())
+    job_id = make_id("job", "reprocess", sorted(ids), overrides, now.isoformat())
     roots = outdated_roots(session, ids)
     job = Reprocess(job_id, ids, [r.id for r in roots])
+    session.execute(insert(table("jobs")).values(
+        id=job_id, kind="reprocess", status="running", progress=0.0, message="", created_at=now, updated_at=now,
+        target={"outdated": ids, "roots": job.roots, "requested_by": requested_by, "params": overrides}))
     seen: set[str] = set()
     for root in roots:
         task = replacement(session, root)
@@ -183,22 +203,22 @@ def reprocess(session: Session, product_ids: Iterable[str] | None = None, *, req
             job.blocked[root.id] = (f"{root.stage} of {root.id}: its rule cannot choose inputs now "
                                     "(see `wisp why` for calibrations); it will be remade when they appear")
             continue
+        task = for_job(session, task, job_id)
         if task.product_id in seen or session.scalar(select(p.c.id).where(p.c.id == task.product_id)):
             continue
         seen.add(task.product_id)
         job.replaces[task.product_id] = root.id
-        task = replace(task, job_id=job_id)
         job.tasks.append(task)
         spec = stage(task.stage)
         session.execute(insert(table("outbox")).values(
             subject=make_product_subject(spec.service, spec.name), msg_id=make_product_msg_id(task.product_id),
             payload=task.to_command().SerializeToString(), headers={}, created_at=now))
-    status = "running" if job.tasks else ("failed" if ids else "succeeded")
-    message = (f"remaking {len(job.tasks)} of {len(roots)} root products of {len(ids)} outdated; "
-               f"{len(job.blocked)} blocked")
-    session.execute(insert(table("jobs")).values(
-        id=job_id, kind="reprocess", status=status, progress=0.0, message=message, created_at=now, updated_at=now,
-        target={"outdated": ids, "roots": job.roots, "requested_by": requested_by,
+    j = table("jobs")
+    session.execute(update(j).where(j.c.id == job_id).values(
+        status="running" if job.tasks else ("failed" if job.blocked else "succeeded"),
+        message=(f"remaking {len(job.tasks)} of {len(roots)} root products of {len(ids)} outdated; "
+                 f"{len(job.blocked)} blocked"),
+        target={"outdated": ids, "roots": job.roots, "requested_by": requested_by, "params": overrides,
                 "replaces": job.replaces}))
     return job
 

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -42,6 +41,7 @@ from wisp.deadletters import DeadLetterRecorder
 from wisp.errors import InvalidInput
 from wisp.outbox import OutboxRelay
 from wisp.pipeline.inputs import InputLoader
+from wisp.pipeline.invalidate import for_job
 from wisp.pipeline.model import Output, StageSpec, Task, Trigger
 from wisp.pipeline.record import record_product
 from wisp.pipeline.registry import plan, stages_of, trigger_subjects
@@ -116,7 +116,7 @@ class PipelineService:
             with session_scope(self.ctx.engine) as session:
                 tasks = plan(session, trigger, service=self.name)
                 job_id = caused_by_job(session, trigger) if tasks else ""
-                return [replace(t, job_id=job_id) for t in tasks] if job_id else tasks
+                return [for_job(session, t, job_id) for t in tasks] if job_id else tasks
 
         for task in await asyncio.to_thread(ready):
             await self.ctx.bus.publish(make_product_subject(self.name, task.stage), task.to_command(),

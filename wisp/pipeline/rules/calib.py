@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from wisp.db import table
 from wisp.instruments.schema import CalibrationRule
 from wisp.pipeline.model import InputRef, StageSpec, Task, Trigger
+from wisp.pipeline.params import effective
 from wisp.pipeline.registry import register
 
 ANY_FRAME = tuple(f"raw_frame:{t}" for t in ("bias", "dark", "flat", "science", "other"))
@@ -30,12 +31,21 @@ def _frame(session: Session, frame_id: str) -> Row[Any] | None:
     return session.execute(select(table("raw_frames")).where(table("raw_frames").c.id == frame_id)).first()
 
 
-def calibration_rule(session: Session, instrument: str, kind: str) -> CalibrationRule:
-    """The camera's rule for a calibration kind (from its description as recorded at first sight)."""
+def definition(session: Session, instrument: str) -> dict[str, Any]:
+    """The camera's description as recorded at first sight (JSON)."""
     instruments = table("instruments")
-    definition = session.scalar(select(instruments.c.definition).where(instruments.c.name == instrument))
-    fields = ((definition or {}).get("calibration") or {}).get(kind) or {}
+    return session.scalar(select(instruments.c.definition).where(instruments.c.name == instrument)) or {}
+
+
+def calibration_rule(session: Session, instrument: str, kind: str) -> CalibrationRule:
+    """The camera's rule for a calibration kind."""
+    fields = (definition(session, instrument).get("calibration") or {}).get(kind) or {}
     return CalibrationRule(**fields)
+
+
+def params_for(session: Session, stage: str, instrument: str) -> dict[str, Any]:
+    """The stage's parameters for this camera (defaults, then its description's ``parameters``)."""
+    return effective(stage, definition(session, instrument))
 
 
 def _block(session: Session, instrument: str, chip: str, night: str, obstype: str,
@@ -119,7 +129,8 @@ def _master_bias_ready(session: Session, trigger: Trigger) -> list[Task]:
     return [MASTER_BIAS.task(
         [InputRef(r.id, "raw_frame", "raw") for r in rows],
         {"instrument": frame.instrument, "chip": frame.chip, "night": frame.night,
-         "valid_from": start.isoformat(), "valid_to": end.isoformat()})]
+         "valid_from": start.isoformat(), "valid_to": end.isoformat()},
+        params_for(session, "master_bias", frame.instrument))]
 
 
 def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> list[Task]:
@@ -138,7 +149,8 @@ def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> lis
         tasks.append(MASTER_FLAT.task(
             [InputRef(r.id, "raw_frame", "raw") for r in rows] + [InputRef(bias.chosen_id, "product", "bias")],
             {"instrument": instrument, "chip": chip, "filter": filt, "night": night,
-             "valid_from": start.isoformat(), "valid_to": end.isoformat()}))
+             "valid_from": start.isoformat(), "valid_to": end.isoformat()},
+            params_for(session, "master_flat", instrument)))
     return tasks
 
 
@@ -161,7 +173,8 @@ def reduce_task(session: Session, frame: Row[Any]) -> Task | None:
         [InputRef(frame.id, "raw_frame", "raw"), InputRef(bias.chosen_id, "product", "bias"),
          InputRef(flat.chosen_id, "product", "flat")],
         {"instrument": frame.instrument, "chip": frame.chip, "filter": frame.filter, "night": frame.night,
-         "field": frame.object, "frame_id": frame.id, "exposure_id": frame.exposure_id})
+         "field": frame.object, "frame_id": frame.id, "exposure_id": frame.exposure_id},
+        params_for(session, "reduce", frame.instrument))
 
 
 def _reduce_ready(session: Session, trigger: Trigger) -> list[Task]:
