@@ -42,7 +42,7 @@ def why(entity_id: str, eng: Annotated[Engine, Depends(engine)]) -> dict[str, An
         now = []
         for kind, product_kind, by_filter in KINDS:
             sel = select_calibration(s, product_kind, frame.instrument, frame.chip,
-                                     frame.filter if by_filter else None, frame.date_obs)
+                                     frame.filter if by_filter else None, frame.date_obs, frame.night)
             now.append({"kind": kind, "chosen_id": sel.chosen_id, "reason": sel.reason, "candidates": sel.candidates})
     for r in recorded:
         r["decided_at"] = r["decided_at"].isoformat()

@@ -199,7 +199,8 @@ class ReduceRunner(_CalibRunner):
         def explain(session: Session, product_id: str) -> None:
             when = row["date_obs"]
             for kind, used, filt in (("bias", bias_id, None), ("flat", flat_id, row["filter"])):
-                sel = select_calibration(session, f"master_{kind}", row["instrument"], row["chip"], filt, when)
+                sel = select_calibration(session, f"master_{kind}", row["instrument"], row["chip"], filt, when,
+                                         row["night"])
                 reason = sel.reason if sel.chosen_id == used else (
                     f"{used} was chosen when the task was planned; now: {sel.reason}")
                 session.execute(insert(table("calib_selections")).values(

@@ -10,6 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -24,6 +26,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NIGHT = SimConfig(seed=11, n_chips=4, chip_nx=1024, chip_ny=1024, n_bias=3, n_flats_per_filter=3,
                   n_dither_per_field_filter=5, star_density=50000.0, refcat_mag_limit=21.5)
+#: the next night, same camera: its g flats give every chip a second, newer candidate master flat
+NEXT_NIGHT = replace(NIGHT, night_date="2026-03-15", filters=("g",), n_dither_per_field_filter=1)
 N_SCIENCE = 2 * 5
 KILL_WHEN = {  # service -> (product kind, count) after which it is SIGKILLed, once
     "calib": ("reduced", 8), "astrometry": ("astrometry", 8), "catalog": ("catalog", 8), "qc": ("catalog", 4),
@@ -94,6 +98,7 @@ def test_the_night_completes_by_itself_exactly_once_and_matches_the_truth(night:
         _check_lineage(stack)
         cone = httpx.get(stack.url + "/v1/sources", params={"ra": 150.1, "dec": 2.2, "radius": 0.05}).json()
         assert cone["total"] > 50
+        _check_invalidation(stack, simulate_night(NEXT_NIGHT, tmp_path / "next"))
     finally:
         assert stop_stack(stack) == 0
 
@@ -134,4 +139,57 @@ def _check_lineage(stack: Stack) -> None:
     why = httpx.get(f"{stack.url}/v1/why/{reduced['id']}").json()
     flat_choice = next(c for c in why["recorded"] if c["kind"] == "flat")
     assert flat_choice["chosen_id"] == flat.id
-    assert flat_choice["reason"].startswith(f"{flat.id} is the newest usable master flat")
+    assert flat_choice["reason"].startswith(f"{flat.id} is the usable master flat")
+
+
+def _wait_stable(stack: Stack, done: Callable[[dict[str, int]], bool], timeout_s: float = 600) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    stable_since, last = time.monotonic(), counts(stack)
+    while time.monotonic() < deadline:
+        now = counts(stack)
+        if now != last:
+            stable_since, last = time.monotonic(), now
+        if done(now) and time.monotonic() - stable_since > 10:
+            return now
+        time.sleep(0.5)
+    raise AssertionError(f"not done in {timeout_s:.0f} s: {last}")
+
+
+def _check_invalidation(stack: Stack, next_night: SimResult) -> None:
+    """Invalidate the master flat a g frame of CCD1 used: exactly its derived products become outdated, a
+    reprocess job remakes exactly those (with the next night's flat), and `wisp why` explains the choice."""
+    before = counts(stack)
+    assert stack.wisp("ingest", str(next_night.raw_files[0].parent)).returncode == 0
+    after = _wait_stable(stack, lambda c: c.get("reduced", 0) >= before["reduced"] + 4)
+    # one more g flat per chip, and the next night's frames are reduced with it (same night first), once
+    assert after["master_flat"] == before["master_flat"] + 4 and after["reduced"] == before["reduced"] + 4
+    flat = next(p for p in truth.products(stack.data_dir, "master_flat")
+                if p.chip == "CCD1" and p.filter == "g" and _night(stack, p.id) == NIGHT.night_date)
+    down = httpx.get(f"{stack.url}/v1/lineage/{flat.id}", params={"direction": "down"}).json()["nodes"]
+    derived = {n["id"] for n in down[1:]}
+    inv = stack.wisp("invalidate", flat.id, "--reason", "lamp flicker during the flats", "--json")
+    assert inv.returncode == 0, inv.stderr
+    outdated = json.loads(inv.stdout)["outdated"]
+    assert set(outdated) == derived and len(outdated) == len(derived)
+    rep = stack.wisp("reprocess", "--wait", "600", "--json", timeout=660)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    job = json.loads(rep.stdout)["job"]
+    print(f"invalidated {flat.id}; job {job['id']} remade {len(job['remade'])} products:")
+    for r in job["remade"]:
+        print(f"  {r['stage']:<14} {r['outdated']} -> {r['by']}  {r.get('chip', '')} {r.get('filter', '')}")
+    assert job["status"] == "succeeded" and job["pending"] == [] and job["extra"] == []
+    assert {r["outdated"] for r in job["remade"]} == derived
+    final = _wait_stable(stack, lambda c: True, timeout_s=120)
+    assert sum(final.values()) == sum(after.values()) + len(derived)  # those products and nothing else
+    new_reduced = next(r["by"] for r in job["remade"] if r["stage"] == "reduce")
+    why = stack.wisp("why", new_reduced)
+    print(why.stdout)
+    assert why.returncode == 0 and f"not {flat.id}: marked bad by a user" in why.stdout
+    answer = httpx.get(f"{stack.url}/v1/why/{new_reduced}").json()
+    chosen = [c for c in answer["recorded"] if c["kind"] == "flat"][-1]["chosen_id"]
+    assert chosen != flat.id and _night(stack, chosen) == NEXT_NIGHT.night_date
+
+
+def _night(stack: Stack, product_id: str) -> str:
+    with sqlite3.connect(stack.data_dir / "wisp.sqlite") as con:
+        return str(con.execute("SELECT night FROM products WHERE id = ?", (product_id,)).fetchone()[0])

@@ -5,7 +5,8 @@ When is a calibration block complete? When a chip has at least ``min_frames`` us
 A master is valid ``validity_days`` days either side of its inputs. Both come from the ``calibration``
 section of the camera's description (defaults: 3 frames, 3 days). Selection for a science frame
 follows DESIGN.md §6 (:func:`select_calibration`): same camera, chip (and filter), valid at DATE-OBS,
-not flagged, not marked bad, not outdated; the newest creation eclipses older ones.
+not flagged, not marked bad, not outdated; a master of the frame's own night first (waiting for it while
+that night's block is complete but its master not made yet), else the newest creation eclipses older ones.
 """
 
 from __future__ import annotations
@@ -80,9 +81,32 @@ class Selection:
     reason: str = ""
 
 
+MASTER_OF = {"master_bias": "bias", "master_flat": "flat", "master_dark": "dark"}
+
+
+def _awaited(session: Session, kind: str, instrument: str, chip: str, filt: str | None, night: str) -> int:
+    """Usable raw frames of ``night`` that will make a master ``kind`` for the chip (0 if there are too few
+    for a block, or a master of that night already exists, whatever its state)."""
+    p, f = table("products"), table("raw_frames")
+    conds = [p.c.kind == kind, p.c.instrument == instrument, p.c.chip == chip, p.c.night == night]
+    if filt is not None:
+        conds.append(p.c.filter == filt)
+    if kind not in MASTER_OF or session.scalar(select(func.count()).select_from(p).where(*conds)):
+        return 0
+    fconds = [f.c.instrument == instrument, f.c.chip == chip, f.c.night == night, f.c.obstype == MASTER_OF[kind],
+              f.c.is_valid != 0]
+    if filt is not None:
+        fconds.append(f.c.filter == filt)
+    n = session.scalar(select(func.count()).select_from(f).where(*fconds)) or 0
+    return n if n >= calibration_rule(session, instrument, MASTER_OF[kind]).min_frames else 0
+
+
 def select_calibration(session: Session, kind: str, instrument: str, chip: str, filt: str | None,
-                       when: datetime) -> Selection:
-    """Choose the master ``kind`` ('master_bias' or 'master_flat') for a frame taken at ``when``."""
+                       when: datetime, night: str | None = None) -> Selection:
+    """Choose the master ``kind`` ('master_bias', 'master_flat', ...) for a frame taken at ``when`` in
+    ``night``: among the usable masters valid then, one of the frame's own night first, else the newest.
+    While the frame's night has a complete block whose master is not made yet, choose nothing (wait for
+    it): the choice does not depend on the order in which products happen to be made."""
     p = table("products")
     conds = [p.c.kind == kind, p.c.instrument == instrument, p.c.chip == chip]
     if filt is not None:
@@ -90,10 +114,16 @@ def select_calibration(session: Session, kind: str, instrument: str, chip: str, 
     rows = list(session.execute(select(p).where(*conds).order_by(p.c.created_at.desc(), p.c.id)))
     what = f"{kind.replace('_', ' ')} for {instrument} {chip}" + (f" filter {filt}" if filt else "")
     sel = Selection(kind, None)
+    waiting = _awaited(session, kind, instrument, chip, filt, night) if night else 0
+    if waiting:
+        sel.reason = (f"waiting for the {kind.replace('_', ' ')} of night {night} ({waiting} frames taken) "
+                      f"for {instrument} {chip}" + (f" filter {filt}" if filt else ""))
+        return sel
+    verdicts: dict[str, str | None] = {}
     for r in rows:
         problem = None
         if r.is_valid == 0:
-            problem = "marked bad by a user (is_valid=0)"
+            problem = "marked bad by a user (is_valid=0)" + (f": {r.validity_note}" if r.validity_note else "")
         elif r.status != "ok":
             problem = f"status is {r.status}"
         elif r.quality_flags:
@@ -102,15 +132,25 @@ def select_calibration(session: Session, kind: str, instrument: str, chip: str, 
             problem = f"valid only from {r.valid_from.isoformat()}"
         elif r.valid_to is not None and when >= r.valid_to:
             problem = f"valid only until {r.valid_to.isoformat()}"
-        elif sel.chosen_id is not None:
-            problem = f"eclipsed by the newer {sel.chosen_id}"
-        if problem is None:
+        verdicts[r.id] = problem
+    usable = [r for r in rows if verdicts[r.id] is None]
+    same_night = [r for r in usable if night is not None and r.night == night]
+    pool = same_night or usable
+    chosen = pool[0] if pool else None
+    for r in rows:
+        problem = verdicts[r.id]
+        if chosen is not None and r.id == chosen.id:
             sel.chosen_id = r.id
-            sel.candidates.append({"id": r.id, "verdict": "chosen", "reason": "newest usable master valid then"})
-        else:
-            sel.candidates.append({"id": r.id, "verdict": "rejected", "reason": problem})
-    if sel.chosen_id is not None:
-        sel.reason = f"{sel.chosen_id} is the newest usable {what} valid at {when.isoformat()}"
+            why = "usable master of the frame's own night" if same_night else "newest usable master valid then"
+            sel.candidates.append({"id": r.id, "verdict": "chosen", "reason": why})
+            continue
+        if problem is None and chosen is not None:
+            problem = (f"{chosen.id} is of the frame's own night" if same_night and r.night != night
+                       else f"eclipsed by the newer {chosen.id}")
+        sel.candidates.append({"id": r.id, "verdict": "rejected", "reason": str(problem)})
+    if chosen is not None:
+        sel.reason = (f"{chosen.id} is the usable {what} of the frame's night {night}" if same_night else
+                      f"{chosen.id} is the newest usable {what} valid at {when.isoformat()}")
     elif rows:
         sel.reason = f"no usable {what} at {when.isoformat()}: all {len(rows)} candidates rejected"
     else:
@@ -142,7 +182,7 @@ def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> lis
         rows = _block(session, instrument, chip, night, "flat", filt)
         if rows is None:
             continue
-        bias = select_calibration(session, "master_bias", instrument, chip, None, rows[0].date_obs)
+        bias = select_calibration(session, "master_bias", instrument, chip, None, rows[0].date_obs, night)
         if bias.chosen_id is None:
             continue
         start, end = validity(session, rows)
@@ -165,8 +205,9 @@ def _master_flat_ready(session: Session, trigger: Trigger) -> list[Task]:
 
 def reduce_task(session: Session, frame: Row[Any]) -> Task | None:
     """The reduction of one science frame, if both masters can be chosen now."""
-    bias = select_calibration(session, "master_bias", frame.instrument, frame.chip, None, frame.date_obs)
-    flat = select_calibration(session, "master_flat", frame.instrument, frame.chip, frame.filter, frame.date_obs)
+    bias = select_calibration(session, "master_bias", frame.instrument, frame.chip, None, frame.date_obs, frame.night)
+    flat = select_calibration(session, "master_flat", frame.instrument, frame.chip, frame.filter, frame.date_obs,
+                              frame.night)
     if bias.chosen_id is None or flat.chosen_id is None:
         return None
     return REDUCE.task(
