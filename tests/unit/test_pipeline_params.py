@@ -14,11 +14,11 @@ pytestmark = pytest.mark.unit
 
 
 def test_misspelt_names_get_a_hint() -> None:
-    with pytest.raises(InvalidInput, match="unknown parameter of stage reduce 'cr_sigclp' .did you mean 'cr_sigclip'"):
+    with pytest.raises(InvalidInput, match=r"unknown parameter of stage reduce 'cr_sigclp' .did you mean 'cr_sigclip'"):
         check("reduce", {"cr_sigclp": 5})
     with pytest.raises(InvalidInput, match="did you mean 'reduce'"):
         check_all({"reduse": {"cr_sigclip": 5}})
-    with pytest.raises(InvalidInput, match="'medain_rows' is not allowed .did you mean 'median_rows'"):
+    with pytest.raises(InvalidInput, match=r"'medain_rows' is not allowed .did you mean 'median_rows'"):
         check("reduce", {"overscan_method": "medain_rows"})
 
 
@@ -33,13 +33,14 @@ def test_overrides_win_over_instrument_defaults_over_stage_defaults() -> None:
     definition = {"parameters": {"reduce": {"cr_sigclip": 6.0, "trails": False}}}
     values = effective("reduce", definition, {"cr_sigclip": 4.0})
     assert values["cr_sigclip"] == 4.0 and values["trails"] is False and values["cosmic_rays"] is True
+    assert values["cr_sigfrac"] == 0.5
     assert effective("master_bias", None)["sigma"] == 3.0
 
 
 def test_assignments_are_parsed() -> None:
     assert parse_assignment("reduce.cr_sigclip=5") == ("reduce", "cr_sigclip", 5)
     assert parse_assignment("reduce.trails=false") == ("reduce", "trails", False)
-    with pytest.raises(InvalidInput, match="STAGE.NAME=VALUE"):
+    with pytest.raises(InvalidInput, match=r"STAGE\.NAME=VALUE"):
         parse_assignment("cr_sigclip=5")
 
 

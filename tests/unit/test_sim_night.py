@@ -227,3 +227,53 @@ def test_cli_sim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert fits.getval(tmp_path / "out" / "raw" / "sim_0001_bias.fits", "SIMSEED") == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["sim", "x", "--chip-size", "big"])
+
+
+def test_extras_are_validated_and_left_out_of_the_dict_when_off() -> None:
+    from wisp.sim.config import OPTIONAL_FIELDS
+
+    assert not set(OPTIONAL_FIELDS) & set(SimConfig().to_dict())
+    extra = replace(TINY, n_dark=2, flat_blocks=2, fringe_filters=["r"], dark_rate=0.01)
+    assert extra.fringe_filters == ("r",)
+    assert SimConfig.from_dict(json.loads(json.dumps(extra.to_dict()))) == extra
+    assert extra.n_exposures == TINY.n_exposures + 2 + TINY.n_flats_per_filter
+    for bad, word in [({"fringe_filters": ("i",)}, "fringe_filters"), ({"fringe_amplitude": 0.7}, "fringe"),
+                      ({"flat_blocks": 3}, "flat_blocks"), ({"n_dark": -1}, "n_dark"),
+                      ({"dark_rate": -1.0}, "dark_rate"), ({"dome_flat_gradient": 0.6}, "dome_flat_gradient")]:
+        with pytest.raises(InvalidInput, match=word):
+            replace(TINY, **bad)
+
+
+def test_extras_switched_off_change_no_raw_byte(tmp_path: Path) -> None:
+    """Settings of extras that are off (no darks, one flat block, no fringe filter) leave the pixels alone."""
+    a = simulate_night(TINY, tmp_path / "a")
+    b = simulate_night(replace(TINY, dark_exptime=100.0, flat_lamp_ratio=0.5, fringe_amplitude=0.1),
+                       tmp_path / "b")
+    first, second = _files(a.outdir), _files(b.outdir)
+    assert first.keys() == second.keys()
+    assert [k for k in first if first[k] != second[k]] == ["truth/night.json"]  # the config is recorded
+
+
+def test_extras_night_plan_and_truth(tmp_path: Path) -> None:
+    """Darks after the biases, a morning flat block after the science, fringes in i; the camera, the sky and
+    the detector truth are those of the same night without extras."""
+    base = replace(TINY, filters=("r", "i"))
+    cfg = replace(base, n_dark=2, dark_exptime=60.0, flat_blocks=2, fringe_filters=("i",), dark_rate=0.02)
+    res = simulate_night(cfg, tmp_path / "x")
+    ref = simulate_night(base, tmp_path / "ref")
+    assert res.counts == {"BIAS": 1, "DARK": 2, "FLAT r": 2, "FLAT i": 2, "OBJECT r": 1, "OBJECT i": 1}
+    kinds = [fits.getval(p, "IMAGETYP") for p in res.raw_files]
+    assert kinds == ["BIAS", "DARK", "DARK", "FLAT", "FLAT", "OBJECT", "OBJECT", "FLAT", "FLAT"]
+    assert [p.name for p in res.raw_files][1] == "sim_0002_dark.fits"
+    assert fits.getval(res.raw_files[1], "OBJECT") == "DARK" and fits.getval(res.raw_files[1], "FILTER") == "NONE"
+    starts = [Time(fits.getval(p, "DATE-OBS"), scale="utc").mjd for p in res.raw_files]
+    assert starts == sorted(starts)
+    for name in ("bias.fits", "flat_r.fits", "flat_i.fits", "bpm.fits", "defects.fits", "stars.fits",
+                 "galaxies.fits"):
+        assert (res.truth_dir / name).read_bytes() == (ref.truth_dir / name).read_bytes(), name
+    assert (res.truth_dir / "dark.fits").is_file() and not (ref.truth_dir / "dark.fits").exists()
+    assert (res.truth_dir / "fringe_i.fits").is_file() and not (res.truth_dir / "fringe_r.fits").exists()
+    for raw in res.raw_files:
+        with _truth(res, raw) as tr:
+            fringed = tr[0].header["IMAGETYP"] == "OBJECT" and tr[0].header["FILTER"] == "i"
+            assert ("FRNGAMP" in tr["CCD1"].header) == fringed

@@ -269,3 +269,103 @@ def test_photometric_truth_is_consistent(night: SimResult) -> None:
             np.testing.assert_allclose(src["flux_model"], 10 ** (-0.4 * (src["mag"] - h["ZPEXP"])), rtol=1e-5)
             fwhm = src["psf_fwhm"]
             assert fwhm.min() > 0.75 and fwhm.max() < 1.3
+
+
+# the optional extras: darks, a morning flat block, a dome-lamp gradient and fringes (1 chip, 128 px)
+EXTRAS = SimConfig(seed=9, n_chips=1, chip_nx=128, chip_ny=128, overscan=16, filters=("i",), n_bias=1,
+                   n_flats_per_filter=1, n_dither_per_field_filter=2, n_dark=2, dark_exptime=200.0,
+                   dark_rate=0.05, flat_blocks=2, dome_flat_gradient=0.05, fringe_filters=("i",),
+                   fringe_amplitude=0.05, star_density=20000.0)
+
+
+@pytest.fixture(scope="module")
+def extras(tmp_path_factory: pytest.TempPathFactory) -> SimResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return simulate_night(EXTRAS, tmp_path_factory.mktemp("extras"))
+
+
+def _detector_model(night: SimResult, raw: Path, electrons: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw data section ADU, expected ADU, sigma ADU) of chip 1 for the given expected e-."""
+    chip = json.loads((night.truth_dir / "night.json").read_text())["camera"]["chips"][0]
+    with _truth_of(night, raw) as tr:
+        drift = tr["CCD1"].header["DRIFT"]
+    nx = electrons.shape[1]
+    bias = fits.getdata(night.truth_dir / "bias.fits", "CCD1")[:, :nx] + drift
+    gain, rn = chip["gain"], chip["read_noise"]
+    sigma = np.sqrt(electrons / gain**2 + (rn / gain) ** 2 + 1 / 12)
+    return _raw(raw, 1)[:, :nx], bias + electrons / gain, sigma
+
+
+def _z_ok(night: SimResult, raw: Path, electrons: np.ndarray) -> np.ndarray:
+    data, model, sigma = _detector_model(night, raw, electrons)
+    with _truth_of(night, raw) as tr:
+        good = tr["CCD1"].data == 0
+    z = ((data - model) / sigma)[good]
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1.0) < 0.05, (raw.name, z.mean(), z.std())
+    return z
+
+
+def test_dark_frames_are_dark_current_plus_noise(extras: SimResult) -> None:
+    dark = fits.getdata(extras.truth_dir / "dark.fits", "CCD1").astype(float)  # e-/s
+    hot = fits.getdata(extras.truth_dir / "defects.fits", "HOTPIX")
+    assert np.median(dark) == pytest.approx(EXTRAS.dark_rate, rel=1e-6)
+    np.testing.assert_allclose(dark[hot["y"], hot["x"]], EXTRAS.dark_rate + hot["dark"], rtol=1e-6)
+    darks = [p for p in extras.raw_files if p.name.endswith("_dark.fits")]
+    assert len(darks) == EXTRAS.n_dark
+    for raw in darks:
+        h = fits.getheader(raw)
+        assert (h["IMAGETYP"], h["FILTER"], h["OBJECT"], h["EXPTIME"]) == ("DARK", "NONE", "DARK", 200.0)
+        _z_ok(extras, raw, dark * h["EXPTIME"])
+
+
+def test_flat_blocks_and_dome_lamp_gradient(extras: SimResult) -> None:
+    flat = fits.getdata(extras.truth_dir / "flat_i.fits", "CCD1").astype(float)
+    dark = fits.getdata(extras.truth_dir / "dark.fits", "CCD1").astype(float)
+    chip = json.loads((extras.truth_dir / "night.json").read_text())["camera"]["chips"][0]
+    u = np.arange(EXTRAS.chip_nx)[None, :] - chip["axis_x"]
+    flats = [p for p in extras.raw_files if "_flat_" in p.name]
+    science = [p for p in extras.raw_files if "_object_" in p.name]
+    assert len(flats) == 2 * EXTRAS.n_flats_per_filter
+    lamps = []
+    for raw in flats:
+        with _truth_of(extras, raw) as tr:
+            h0 = tr[0].header
+            lamps.append(h0["LAMP"])
+            assert h0["FLATBLK"] == (raw.name > science[-1].name)  # the second block comes after the science
+            assert h0["LAMPGRAD"] == EXTRAS.dome_flat_gradient
+            rc = h0["RCORNER"]
+        _z_ok(extras, raw, h0["LAMP"] * (1 + EXTRAS.dome_flat_gradient * u / rc) * flat + dark * EXTRAS.flat_exptime)
+    assert 0.9 * 0.95 / 1.05 <= lamps[1] / lamps[0] <= 0.9 * 1.05 / 0.95
+    times = [fits.getval(p, "MJD-OBS") for p in extras.raw_files]
+    assert times == sorted(times) and [fits.getval(p, "EXPID") for p in extras.raw_files] == \
+        list(range(1, EXTRAS.n_exposures + 1))
+
+
+def test_fringes_are_additive_and_match_the_truth(extras: SimResult) -> None:
+    pattern = fits.getdata(extras.truth_dir / "fringe_i.fits", "CCD1").astype(float)
+    assert abs(pattern.mean()) < 1e-6 and np.abs(pattern).max() == pytest.approx(1.0)
+    flat = fits.getdata(extras.truth_dir / "flat_i.fits", "CCD1").astype(float)
+    dark = fits.getdata(extras.truth_dir / "dark.fits", "CCD1").astype(float)
+    ny, nx = pattern.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    amps = []
+    for raw in [p for p in extras.raw_files if "_object_" in p.name]:
+        with _truth_of(extras, raw) as tr:
+            h0, hk = tr[0].header, tr["CCD1"].header
+            assert hk["FRNGAMP"] == h0["FRNGAMP"] and 0.8 * 0.05 <= hk["FRNGAMP"] <= 1.2 * 0.05
+            sky = hk["SKYC"] + hk["SKYDX"] * (xx - (nx - 1) / 2) + hk["SKYDY"] * (yy - (ny - 1) / 2)
+            light = sky.copy()
+            for row in tr["SOURCES"].data:
+                _add(light, *_stamp_box(row, EXTRAS.pixel_scale, h0["PSFBETA"]))
+            base = light * flat + dark * h0["EXPTIME"]
+            fringe = hk["FRNGAMP"] * sky * pattern
+            _z_ok(extras, raw, base + fringe)  # the fringe is not flat-fielded
+            data, model, sigma = _detector_model(extras, raw, base)
+            chip = json.loads((extras.truth_dir / "night.json").read_text())["camera"]["chips"][0]
+            t = (sky * pattern / chip["gain"])[tr["CCD1"].data == 0]
+            w = 1.0 / sigma[tr["CCD1"].data == 0] ** 2
+            amp = np.sum(w * t * (data - model)[tr["CCD1"].data == 0]) / np.sum(w * t * t)
+            amps.append((amp, hk["FRNGAMP"], 1.0 / math.sqrt(np.sum(w * t * t))))
+    for amp, true, err in amps:
+        assert abs(amp - true) < 5 * err, amps

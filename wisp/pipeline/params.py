@@ -28,19 +28,18 @@ class CombineParams:
 
 @dataclass(frozen=True)
 class ReduceParams:
-    """Science reduction. Overscan: ``overscan_method`` and polynomial ``overscan_order``. Masks: cosmic
-    rays (``cosmic_rays``; threshold ``cr_sigclip`` in sigma of the noise, ``cr_objlim`` the contrast a hit
-    must have over the local PSF-smoothed structure), satellite trails (``trails``; ``trail_snr`` the line's
-    minimum significance), ``bad_pixels`` applies the chip's bad-pixel map when one is valid."""
+    """Science reduction. Overscan: ``overscan_method`` and polynomial ``overscan_order``. Cosmic rays
+    (``cosmic_rays``, L.A.Cosmic on SCI/VAR): a core needs ``cr_sigclip`` sigma of the noise, its
+    neighbours ``cr_sigfrac`` x that. Satellite trails (``trails``, Hough transform): a line needs
+    ``trail_nsigma`` in the standardised transform."""
 
     overscan_method: Literal["median_rows", "mean", "poly"] = "median_rows"
     overscan_order: int = 1
     cosmic_rays: bool = True
-    cr_sigclip: float = 4.5
-    cr_objlim: float = 4.0
+    cr_sigclip: float = 5.0
+    cr_sigfrac: float = 0.5
     trails: bool = True
-    trail_snr: float = 5.0
-    bad_pixels: bool = True
+    trail_nsigma: float = 7.0
 
 
 #: stage name -> its parameter dataclass

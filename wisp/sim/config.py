@@ -113,9 +113,18 @@ class SimConfig:
     cold_pixel_fraction: float = 3e-5
     bad_columns: int = 2
     dust_per_chip: int = 3
+    n_dark: int = 0
+    dark_exptime: float = 300.0
+    dark_rate: float = 0.0
+    flat_blocks: int = 1
+    flat_lamp_ratio: float = 0.9
+    dome_flat_gradient: float = 0.0
+    fringe_filters: tuple[str, ...] = ()
+    fringe_amplitude: float = 0.02
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(self.filters))
+        object.__setattr__(self, "fringe_filters", tuple(self.fringe_filters))
         object.__setattr__(
             self, "fields", tuple((str(n), float(ra), float(dec)) for n, ra, dec in self.fields))
         problems = []
@@ -132,12 +141,27 @@ class SimConfig:
             problems.append("science exposures need at least one field")
         if self.exptime <= 0 or self.flat_exptime <= 0 or self.pixel_scale <= 0:
             problems.append("exposure times and pixel_scale must be positive")
+        if self.n_dark < 0 or self.dark_exptime <= 0 or self.dark_rate < 0:
+            problems.append("n_dark must be >= 0, dark_exptime > 0 and dark_rate >= 0")
+        if self.flat_blocks not in (1, 2) or not 0.1 <= self.flat_lamp_ratio <= 10.0:
+            problems.append("flat_blocks must be 1 or 2 and flat_lamp_ratio in 0.1..10")
+        if not abs(self.dome_flat_gradient) < 0.5:
+            problems.append("dome_flat_gradient must be in (-0.5, 0.5)")
+        if set(self.fringe_filters) - set(self.filters) or not 0.0 <= self.fringe_amplitude < 0.5:
+            problems.append(f"fringe_filters {self.fringe_filters} must be among filters {self.filters} and "
+                            "fringe_amplitude in [0, 0.5)")
         if problems:
             raise InvalidInput("invalid simulation config: " + "; ".join(problems), code="sim.config")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of every field (tuples become lists when dumped)."""
-        return asdict(self)
+        """A JSON-safe dict of every field (tuples become lists when dumped); the optional extras
+        (``OPTIONAL_FIELDS``) only when they differ from their defaults, so that a night without them
+        writes the same ``night.json`` as before they existed."""
+        data = asdict(self)
+        for name, default in OPTIONAL_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:
@@ -151,7 +175,15 @@ class SimConfig:
     def n_exposures(self) -> int:
         """Total number of exposures in the night."""
         per_field = len(self.filters) * self.n_dither_per_field_filter
-        return self.n_bias + self.n_flats_per_filter * len(self.filters) + len(self.fields) * per_field
+        flats = self.n_flats_per_filter * len(self.filters) * self.flat_blocks
+        return self.n_bias + self.n_dark + flats + len(self.fields) * per_field
+
+
+#: the optional extras and their defaults ("off"): left out of ``SimConfig.to_dict`` when at the default
+OPTIONAL_FIELDS: dict[str, Any] = {
+    "n_dark": 0, "dark_exptime": 300.0, "dark_rate": 0.0, "flat_blocks": 1, "flat_lamp_ratio": 0.9,
+    "dome_flat_gradient": 0.0, "fringe_filters": (), "fringe_amplitude": 0.02,
+}
 
 
 def stream(seed: int, *keys: str | int) -> np.random.Generator:

@@ -1,9 +1,10 @@
-"""Fixed-for-the-night detector truth per chip: bias structure, defects (hot/cold pixels, bad columns)
-and the true flat field per filter. Pure functions; arrays are numpy ``[y, x]`` with 0-based indices."""
+"""Fixed-for-the-night detector truth per chip: bias structure, defects (hot/cold pixels, bad columns),
+dark current, the true flat field per filter and (optionally) fringe patterns. Pure functions; arrays are
+numpy ``[y, x]`` with 0-based indices."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,7 +27,9 @@ class ChipDetector:
     ``BPM_HOT | BPM_COLD | BPM_BADCOL``. Hot pixels: 0-based ``hot_x, hot_y``, dark current ``hot_dark``
     (e-/s) and bias offset ``hot_offset`` (ADU). Bad columns: ``badcol_x``, first bad row
     ``badcol_y0`` (bad up to the top), ``badcol_kind`` ('dead': flat response ``badcol_value``;
-    'hot': bias offset ``badcol_value`` ADU).
+    'hot': bias offset ``badcol_value`` ADU). ``dark_rate``: uniform dark current (e-/s/px) on top of the
+    hot pixels'. ``fringes``: per fringe filter, the fringe pattern per unit sky (float32 (ny, nx), zero
+    mean, max |pattern| = 1; fringe e- = amplitude x sky e- x pattern).
     """
 
     bias: np.ndarray
@@ -40,11 +43,14 @@ class ChipDetector:
     badcol_y0: np.ndarray
     badcol_kind: tuple[str, ...]
     badcol_value: np.ndarray
+    dark_rate: float = 0.0
+    fringes: dict[str, np.ndarray] = field(default_factory=dict)
 
     def dark_image(self, exptime: float) -> np.ndarray:
-        """Expected dark charge (e-) for an exposure of ``exptime`` s: hot pixels only (float64, ny x nx)."""
-        dark = np.zeros(self.bpm.shape)
-        dark[self.hot_y, self.hot_x] = self.hot_dark * exptime
+        """Expected dark charge (e-) for an exposure of ``exptime`` s: ``dark_rate`` everywhere plus the hot
+        pixels' dark current (float64, ny x nx)."""
+        dark = np.full(self.bpm.shape, self.dark_rate * exptime)
+        dark[self.hot_y, self.hot_x] += self.hot_dark * exptime
         return dark
 
 
@@ -81,6 +87,25 @@ def _dust(rng: np.random.Generator, n: int, nx: int, ny: int) -> np.ndarray:
         ring = 1.0 / (1.0 + np.exp(-(r_out - r) / 1.5)) / (1.0 + np.exp(-(r - r_in) / 1.5))
         att[ya:yb, xa:xb] *= 1.0 - depth * ring
     return att
+
+
+def fringe_pattern(rng: np.random.Generator, nx: int, ny: int) -> np.ndarray:
+    """An interference-like fringe pattern (float32 (ny, nx), zero mean, max |value| = 1): the sum of three
+    cosine waves of 18-40 px period whose phase also grows quadratically about a point of the chip (curved
+    fringes whose spacing changes by up to ~1.7x; the phase gradient never vanishes on the chip)."""
+    y, x = np.mgrid[0:ny, 0:nx].astype(float)
+    size = float(max(nx, ny))
+    pattern = np.zeros((ny, nx))
+    for _ in range(3):
+        period, angle = rng.uniform(18.0, 40.0), rng.uniform(0.0, np.pi)
+        xc, yc = rng.uniform(0.0, nx), rng.uniform(0.0, ny)
+        kappa = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.35)
+        weight, phase = rng.uniform(0.5, 1.0), rng.uniform(0.0, 2.0 * np.pi)
+        order = (x * np.cos(angle) + y * np.sin(angle)) / period \
+            + kappa * ((x - xc) ** 2 + (y - yc) ** 2) / (period * size)
+        pattern += weight * np.cos(2.0 * np.pi * order + phase)
+    pattern -= pattern.mean()
+    return (pattern / np.abs(pattern).max()).astype(np.float32)
 
 
 def build_detector(config: SimConfig, camera: Camera, chip: Chip) -> ChipDetector:
@@ -126,8 +151,12 @@ def build_detector(config: SimConfig, camera: Camera, chip: Chip) -> ChipDetecto
         colour = 1.0 + 0.004 * frng.standard_normal((ny, nx))
         flats[filt] = (chip.qe[filt] * shape * base * colour).astype(np.float32)
 
+    # optional extras draw from their own streams, so that they change nothing else
+    fringes = {filt: fringe_pattern(stream(config.seed, "fringe", filt, chip.chip_id), nx, ny)
+               for filt in config.fringe_filters}
     return ChipDetector(
         bias=bias.astype(np.float32), flats=flats, bpm=bpm,
         hot_x=hot_x, hot_y=hot_y, hot_dark=hot_dark, hot_offset=hot_offset,
         badcol_x=badcol_x, badcol_y0=badcol_y0, badcol_kind=kinds, badcol_value=values,
+        dark_rate=config.dark_rate, fringes=fringes,
     )

@@ -1,8 +1,10 @@
-"""One exposure of one chip: light (sky, sources, trail, lamp) x flat + dark, Poisson noise, cosmic rays,
-bleeding, then gain, bias and read noise to uint16 ADU. Pure: arrays in, arrays out.
+"""One exposure of one chip: light (sky, sources, trail, lamp) x flat + fringes + dark, Poisson noise, cosmic
+rays, bleeding, then gain, bias and read noise to uint16 ADU. Pure: arrays in, arrays out.
 
 Order of the signal chain (e- until the last step):
-``e = Poisson(flat * (sky + sources + trail + lamp) + dark) + cosmic rays``; charge above the full well
+``e = Poisson(flat * (sky + sources + trail + lamp) + fringe + dark) + cosmic rays`` (``fringe`` = the
+exposure's fringe amplitude x sky x the chip's fringe pattern, additive: not flat-fielded; the dome lamp is
+``lamp x (1 + dome_flat_gradient x u / r_corner)``); charge above the full well
 bleeds along columns; ``raw = rint(e / gain + bias + drift + N(0, read_noise / gain))`` clipped to
 [0, SATURATE]; pixels at the full well read exactly SATURATE. The overscan gets bias + drift + read noise.
 """
@@ -151,8 +153,12 @@ def expose_chip(config: SimConfig, camera: Camera, chip: Chip, det: ChipDetector
     light = np.zeros((ny, nx))
     rows: dict[str, np.ndarray] = {}
     mask = np.zeros((ny, nx), dtype=np.uint8)
+    fringe = None
     if exposure.imagetyp == "OBJECT":
-        light += sky_image(exposure, camera, chip)
+        sky = sky_image(exposure, camera, chip)
+        light += sky
+        if exposure.fringe > 0 and exposure.filter in det.fringes:
+            fringe = exposure.fringe * sky * det.fringes[exposure.filter]
         if sources is not None:
             rows = render_sources(light, sources, chip, config.psf_beta, config.pixel_scale)
         if trail is not None:
@@ -160,10 +166,15 @@ def expose_chip(config: SimConfig, camera: Camera, chip: Chip, det: ChipDetector
             trail_e = trail.image(u, v)
             light += trail_e
             mask[trail_e > MASK_THRESHOLD_E] |= MASK_TRAIL
+    elif exposure.imagetyp == "FLAT" and config.dome_flat_gradient:
+        u, _ = camera.focal_plane(chip, np.arange(nx, dtype=float)[None, :], np.zeros((ny, 1)))
+        light += exposure.lamp * (1.0 + config.dome_flat_gradient * u / camera.r_corner)
     elif exposure.imagetyp == "FLAT":
         light += exposure.lamp
     flat = det.flats[exposure.filter] if exposure.filter in det.flats else np.ones((ny, nx), np.float32)
     expected = light * flat + det.dark_image(exposure.exptime)
+    if fringe is not None:
+        expected = np.maximum(expected + fringe, 0.0)
     full_well = chip.full_well
     if rows:
         rows["saturated"] = expected[rows.pop("peak_y"), rows.pop("peak_x")] >= full_well

@@ -30,7 +30,7 @@ Progress = Callable[[int, int, str], None]
 @dataclass(frozen=True)
 class SimResult:
     """What a simulated night produced: raw files in time order, the truth directory, the reference
-    catalogue, counts per kind (``'BIAS'``, ``'FLAT g'``, ``'OBJECT r'``...) and total bytes written."""
+    catalogue, counts per kind (``'BIAS'``, ``'DARK'``, ``'FLAT g'``, ``'OBJECT r'``...) and total bytes written."""
 
     outdir: Path
     raw_files: tuple[Path, ...]
@@ -79,7 +79,7 @@ def simulate_night(config: SimConfig, outdir: Path, progress: Progress | None = 
         if progress is not None:
             progress(done, len(plan), exposure.filename)
 
-    counts = Counter(e.imagetyp if e.imagetyp == "BIAS" else f"{e.imagetyp} {e.filter}" for e in plan)
+    counts = Counter(e.imagetyp if e.filter == "NONE" else f"{e.imagetyp} {e.filter}" for e in plan)
     return SimResult(outdir=outdir, raw_files=tuple(raw_files), truth_dir=truth_dir,
                      refcat=outdir / "refcat.fits", exposures=tuple(plan), counts=dict(counts),
                      n_bytes=_size(outdir))

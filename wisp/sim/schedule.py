@@ -1,7 +1,8 @@
 """The night's observing plan: exposure times, pointings (true and header), airmass, seeing and sky.
 
-Order: ``n_bias`` biases, then dome flats per filter (both from ``calib_start_ut``), then per field, per
-filter, ``n_dither_per_field_filter`` dithers (from ``science_start_ut``). Each exposure starts when the
+Order: ``n_bias`` biases, ``n_dark`` darks, then dome flats per filter (all from ``calib_start_ut``), then per
+field, per filter, ``n_dither_per_field_filter`` dithers (from ``science_start_ut``), then, with
+``flat_blocks=2``, a second (morning) block of dome flats per filter. Each exposure starts when the
 previous one has been read out. Airmass is computed with astropy at mid-exposure (IERS auto-download off,
 so the result depends only on the installed astropy-iers-data) and rounded to 1e-4; calibration frames
 point at the zenith (airmass 1).
@@ -33,7 +34,8 @@ class Exposure:
     carry: ``pointing_error`` arcmin away from ``true``, rotation 0. ``sky_rate``:
     sky e-/px/s at the optical axis (before the flat field), varying linearly over the focal plane by the
     fractions ``sky_grad`` per ``r_corner`` along (u, v). ``lamp``: dome-lamp e-/px (flats). ``epoch``:
-    decimal Julian year at mid-exposure (for proper motions).
+    decimal Julian year at mid-exposure (for proper motions). ``block``: flat block (0 evening, 1 morning).
+    ``fringe``: fringe amplitude (fraction of the local sky at the pattern's peak; 0 = no fringes).
     """
 
     expid: int
@@ -56,11 +58,13 @@ class Exposure:
     sky_grad: tuple[float, float]
     lamp: float
     trail: bool
+    block: int = 0
+    fringe: float = 0.0
 
     @property
     def filename(self) -> str:
-        """Raw file name: ``sim_<expid:04d>_<bias|flat_<f>|object_<f>>.fits`` (sortable, unique)."""
-        kind = "bias" if self.imagetyp == "BIAS" else f"{self.imagetyp.lower()}_{self.filter}"
+        """Raw file name: ``sim_<expid:04d>_<bias|dark|flat_<f>|object_<f>>.fits`` (sortable, unique)."""
+        kind = self.imagetyp.lower() if self.filter == "NONE" else f"{self.imagetyp.lower()}_{self.filter}"
         return f"sim_{self.expid:04d}_{kind}.fits"
 
 
@@ -82,6 +86,15 @@ class _Slot:
     start: float  # seconds after night_date 00:00 UT
     field: int
     dither: int
+    block: int = 0
+
+
+def _flats(config: SimConfig, t: float, block: int, slots: list[_Slot]) -> float:
+    for f in config.filters:
+        for _ in range(config.n_flats_per_filter):
+            slots.append(_Slot("FLAT", f, config.flat_exptime, t, -1, -1, block))
+            t += config.flat_exptime + config.readout_s
+    return t
 
 
 def _slots(config: SimConfig) -> list[_Slot]:
@@ -90,16 +103,18 @@ def _slots(config: SimConfig) -> list[_Slot]:
     for _ in range(config.n_bias):
         slots.append(_Slot("BIAS", "NONE", 0.0, t, -1, -1))
         t += config.readout_s
-    for f in config.filters:
-        for _ in range(config.n_flats_per_filter):
-            slots.append(_Slot("FLAT", f, config.flat_exptime, t, -1, -1))
-            t += config.flat_exptime + config.readout_s
+    for _ in range(config.n_dark):
+        slots.append(_Slot("DARK", "NONE", config.dark_exptime, t, -1, -1))
+        t += config.dark_exptime + config.readout_s
+    t = _flats(config, t, 0, slots)
     t = max(t, config.science_start_ut * 3600.0)
     for k in range(len(config.fields)):
         for f in config.filters:
             for d in range(config.n_dither_per_field_filter):
                 slots.append(_Slot("OBJECT", f, config.exptime, t, k, d))
                 t += config.exptime + config.readout_s
+    if config.flat_blocks > 1:
+        _flats(config, t, 1, slots)
     return slots
 
 
@@ -160,6 +175,9 @@ def _science(config: SimConfig, night: _Night, slot: _Slot, airmass: float,
     return psf, sky, (round(rng.normal(0.0, 0.01), 5), round(rng.normal(0.0, 0.01), 5))
 
 
+_CALIB_OBJECT = {"BIAS": "BIAS", "DARK": "DARK", "FLAT": "DOMEFLAT"}
+
+
 def plan_night(config: SimConfig) -> list[Exposure]:
     """Every exposure of the night, in time order, with expid 1..N."""
     slots = _slots(config)
@@ -186,13 +204,18 @@ def plan_night(config: SimConfig) -> list[Exposure]:
             psf, sky, grad = _science(config, night, s, float(airmass[i]), rng)
             trail = config.trail_every > 0 and n_science % config.trail_every == config.trail_every // 2
             n_science += 1
-        lamp = round(config.lamp_level * rng.uniform(0.95, 1.05), 2) if s.imagetyp == "FLAT" else 0.0
+        level = config.lamp_level * (config.flat_lamp_ratio if s.block else 1.0)
+        lamp = round(level * rng.uniform(0.95, 1.05), 2) if s.imagetyp == "FLAT" else 0.0
+        fringe = 0.0
+        if s.imagetyp == "OBJECT" and s.filter in config.fringe_filters and config.fringe_amplitude > 0:
+            frng = stream(config.seed, "fringe-amplitude", i + 1)  # its own stream: draws nothing from rng
+            fringe = round(config.fringe_amplitude * float(frng.uniform(0.8, 1.2)), 6)
         exposures.append(Exposure(
             expid=i + 1, imagetyp=s.imagetyp, filter=s.filter, exptime=s.exptime, date_obs=date_obs[i],
             date_end=date_end[i], mjd=round(float(starts[i].mjd), 8), epoch=round(float(epochs[i]), 6),
-            object=config.fields[s.field][0] if s.field >= 0 else ("BIAS" if s.imagetyp == "BIAS" else "DOMEFLAT"),
+            object=config.fields[s.field][0] if s.field >= 0 else _CALIB_OBJECT[s.imagetyp],
             field=s.field, dither=s.dither, header=Pointing(round(ra_h, 7), round(dec_h, 7), 0.0),
             true=Pointing(ra_t, dec_t, rotation), pointing_error=err, airmass=float(airmass[i]), psf=psf,
-            sky_rate=sky, sky_grad=grad, lamp=lamp, trail=bool(trail),
+            sky_rate=sky, sky_grad=grad, lamp=lamp, trail=bool(trail), block=s.block, fringe=fringe,
         ))
     return exposures

@@ -101,12 +101,20 @@ def write_night_json(path: Path, config: SimConfig, camera: Camera, k_sip: float
 
 def write_detector(truth_dir: Path, config: SimConfig, camera: Camera, dets: list[ChipDetector]) -> None:
     """``bias.fits`` (float32 ADU incl. overscan), ``flat_<f>.fits`` (float32), ``bpm.fits`` (uint8 bits
-    1 hot, 2 cold, 4 bad column) with one 'CCD<n>' HDU per chip, and ``defects.fits`` tables."""
+    1 hot, 2 cold, 4 bad column) with one 'CCD<n>' HDU per chip, and ``defects.fits`` tables; with darks
+    or ``dark_rate`` > 0 ``dark.fits`` (float32 e-/s), per fringe filter ``fringe_<f>.fits`` (float32,
+    fringe pattern per unit sky)."""
     _write(truth_dir / "bias.fits", [fits.ImageHDU(d.bias, name=c.extname) for c, d in zip(camera.chips, dets,
                                                                                            strict=True)])
     for f in config.filters:
         _write(truth_dir / f"flat_{f}.fits",
                [fits.ImageHDU(d.flats[f], name=c.extname) for c, d in zip(camera.chips, dets, strict=True)])
+    if config.n_dark > 0 or config.dark_rate > 0:
+        _write(truth_dir / "dark.fits", [fits.ImageHDU(d.dark_image(1.0).astype(np.float32), name=c.extname)
+                                         for c, d in zip(camera.chips, dets, strict=True)])
+    for f in config.fringe_filters:
+        _write(truth_dir / f"fringe_{f}.fits",
+               [fits.ImageHDU(d.fringes[f], name=c.extname) for c, d in zip(camera.chips, dets, strict=True)])
     _write(truth_dir / "bpm.fits", [_mask_hdu(d.bpm, c.extname)
                                     for c, d in zip(camera.chips, dets, strict=True)])
     ids = np.concatenate([np.full(d.hot_x.size, c.chip_id) for c, d in zip(camera.chips, dets, strict=True)])
@@ -141,7 +149,7 @@ def write_catalogues(outdir: Path, truth_dir: Path, config: SimConfig, stars: St
            [_table_hdu(gal_cols, "GALAXIES", units | {"r_e": "arcsec", "pa": "deg"})])
 
 
-def _exposure_cards(camera: Camera, k_sip: float, exposure: Exposure,
+def _exposure_cards(config: SimConfig, camera: Camera, k_sip: float, exposure: Exposure,
                     trail: Trail | None) -> list[tuple[str, object, str]]:
     """Primary-header cards of a per-exposure truth file."""
     rec = exposure_record(exposure)
@@ -160,6 +168,10 @@ def _exposure_cards(camera: Camera, k_sip: float, exposure: Exposure,
         ("PIXORIG", 0, "truth table x, y are 0-based pixel coordinates"),
         ("LAMP", exposure.lamp, "[e-/px] dome lamp (flats)"),
     ]
+    if exposure.imagetyp == "FLAT" and config.flat_blocks > 1:
+        cards.append(("FLATBLK", exposure.block, "flat block: 0 evening, 1 morning"))
+    if exposure.imagetyp == "FLAT" and config.dome_flat_gradient:
+        cards.append(("LAMPGRAD", config.dome_flat_gradient, "lamp x (1 + LAMPGRAD u / RCORNER)"))
     if exposure.imagetyp == "OBJECT" and exposure.psf is not None:
         zp, ext = rec["zeropoint"], rec["extinction"]
         cards += [
@@ -171,6 +183,8 @@ def _exposure_cards(camera: Camera, k_sip: float, exposure: Exposure,
             ("SKYGU", exposure.sky_grad[0], "fractional sky change per RCORNER along u"),
             ("SKYGV", exposure.sky_grad[1], "fractional sky change per RCORNER along v"),
         ] + [(PSF_KEYS[k], v, f"PSF model {k} (see wisp.sim.psf.PsfModel)") for k, v in rec["psf"].items()]
+        if exposure.fringe > 0:
+            cards.append(("FRNGAMP", exposure.fringe, "fringe e- = FRNGAMP x sky e- x fringe_<f>"))
     cards.append(("TRAIL", exposure.trail, "satellite trail present"))
     if trail is not None:
         cards += [(TRAIL_KEYS[k], v, f"trail {k} (see wisp.sim.artifacts.Trail)") for k, v in vars(trail).items()]
@@ -191,6 +205,8 @@ def _chip_truth_hdu(config: SimConfig, camera: Camera, k_sip: float, exposure: E
         hdu.header["SKYC"] = (sky * (1.0 + (gu * u_c + gv * v_c) / camera.r_corner), "[e-/px] sky at the chip centre")
         hdu.header["SKYDX"] = (sky * gu / camera.r_corner, "[e-/px/px] sky slope along x")
         hdu.header["SKYDY"] = (sky * gv / camera.r_corner, "[e-/px/px] sky slope along y")
+        if exposure.fringe > 0:
+            hdu.header["FRNGAMP"] = (exposure.fringe, "fringe e- = FRNGAMP x sky e- x fringe_<f>")
         hdu.header.extend(true_wcs_header(chip, exposure.true, config.pixel_scale, k_sip))
     return hdu
 
@@ -201,7 +217,7 @@ def write_exposure_truth(path: Path, config: SimConfig, camera: Camera, k_sip: f
     2 trail, 4 saturated, 8 bleed) whose header holds the chip truth and, for OBJECT, the true TAN-SIP
     WCS; a 'SOURCES' table (OBJECT) and a 'COSMICS' table."""
     primary = fits.PrimaryHDU()
-    for card in _exposure_cards(camera, k_sip, exposure, trail):
+    for card in _exposure_cards(config, camera, k_sip, exposure, trail):
         primary.header.append(card)
     hdus: list[Any] = [primary] + [_chip_truth_hdu(config, camera, k_sip, exposure, chip, result)
                                    for chip, result in zip(camera.chips, chips, strict=True)]

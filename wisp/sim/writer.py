@@ -1,7 +1,7 @@
 """The "simcam" raw format: one multi-extension FITS per exposure, byte-for-byte deterministic.
 
-Primary HDU (no data): INSTRUME, TELESCOP, ORIGIN, IMAGETYP (BIAS | FLAT | OBJECT), FILTER ('NONE' for
-bias), EXPTIME [s], DATE-OBS (UTC, 'YYYY-MM-DDThh:mm:ss.sss'), MJD-OBS, RA, DEC [deg, telescope
+Primary HDU (no data): INSTRUME, TELESCOP, ORIGIN, IMAGETYP (BIAS | DARK | FLAT | OBJECT), FILTER ('NONE'
+for bias and dark), EXPTIME [s], DATE-OBS (UTC, 'YYYY-MM-DDThh:mm:ss.sss'), MJD-OBS, RA, DEC [deg, telescope
 pointing], AIRMASS, OBJECT, EXPID, NCHIPS, OBSERVER, SIMSEED, site keywords, DATE (= end of exposure).
 One ImageHDU per chip, uint16 stored as int16 with BZERO = 32768, shape (ny, nx + overscan): EXTNAME
 'CCD<n>', CHIPID, CCDNAME, GAIN [e-/ADU], RDNOISE [e-], SATURATE [ADU], DATASEC, BIASSEC, DETSEC and the
@@ -37,7 +37,7 @@ def primary_header(config: SimConfig, exposure: Exposure) -> fits.Header:
         ("OBS-LAT", site.lat_deg, "[deg] geodetic latitude"),
         ("OBS-LONG", site.lon_deg, "[deg] geodetic longitude, east positive"),
         ("OBS-ELEV", site.height_m, "[m] height above the ellipsoid"),
-        ("IMAGETYP", exposure.imagetyp, "BIAS, FLAT or OBJECT"),
+        ("IMAGETYP", exposure.imagetyp, "BIAS, DARK, FLAT or OBJECT" if config.n_dark else "BIAS, FLAT or OBJECT"),
         ("FILTER", exposure.filter, "filter name, NONE for bias"),
         ("EXPTIME", float(exposure.exptime), "[s] exposure time"),
         ("DATE-OBS", exposure.date_obs, "UTC start of the exposure"),
@@ -45,7 +45,8 @@ def primary_header(config: SimConfig, exposure: Exposure) -> fits.Header:
         ("RA", exposure.header.ra, "[deg] telescope pointing, ICRS"),
         ("DEC", exposure.header.dec, "[deg] telescope pointing, ICRS"),
         ("AIRMASS", exposure.airmass, "air mass at mid-exposure"),
-        ("OBJECT", exposure.object, "field name, BIAS or DOMEFLAT"),
+        ("OBJECT", exposure.object, "field name, BIAS, DARK or DOMEFLAT" if config.n_dark
+         else "field name, BIAS or DOMEFLAT"),
         ("EXPID", exposure.expid, "exposure number, unique in the night"),
         ("NCHIPS", config.n_chips, "number of chip extensions"),
         ("OBSERVER", config.observer, "observer"),
