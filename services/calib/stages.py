@@ -5,15 +5,26 @@ from __future__ import annotations
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from astropy.io import fits
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from services.calib.science import MasterBias, MasterFlat, make_master_bias, make_master_flat, reduce_frame
+from services.calib.science import (
+    COSMIC_RAY,
+    TRAIL,
+    MasterBias,
+    MasterFlat,
+    Reduced,
+    make_master_bias,
+    make_master_flat,
+    reduce_frame,
+)
+from services.calib.science.cosmics import CosmicParams, detect_cosmics
 from services.calib.science.overscan import overscan_trimmed
+from services.calib.science.trails import TrailParams, find_trails
 from wisp.db import table
 from wisp.db.types import utcnow
 from wisp.errors import InvalidInput
@@ -22,6 +33,7 @@ from wisp.instruments import ChipFrame, InstrumentRegistry, normalise
 from wisp.pipeline.files import copy_cards, provenance, write_fits
 from wisp.pipeline.inputs import FrameInput, InputLoader
 from wisp.pipeline.model import Output, StageSpec, Task
+from wisp.pipeline.params import CombineParams, ReduceParams
 from wisp.pipeline.rules.calib import MASTER_BIAS, MASTER_FLAT, REDUCE, select_calibration
 
 MAX_PIXELS = 400_000_000
@@ -86,6 +98,36 @@ class _CalibRunner:
         return header
 
 
+P = TypeVar("P")
+
+
+def params_of(cls: type[P], task: Task) -> P:
+    """A stage's parameters from its task (defaults for any the task does not name)."""
+    return cls(**{k: v for k, v in task.params.items() if k in cls.__dataclass_fields__})  # type: ignore[attr-defined]
+
+
+def _combine_kwargs(task: Task) -> dict[str, Any]:
+    p = params_of(CombineParams, task)
+    return {"sigma": p.sigma, "maxiters": p.maxiters, "clip_noise": p.clip_noise}
+
+
+def mask_defects(reduced: Reduced, p: ReduceParams) -> dict[str, Any]:
+    """Flag cosmic rays and satellite trails in ``reduced.dq`` (as the parameters ask); their metrics."""
+    out: dict[str, Any] = {}
+    if p.cosmic_rays:
+        cr = detect_cosmics(reduced.sci, reduced.var, reduced.dq,
+                            params=CosmicParams(sigclip=p.cr_sigclip, sigfrac=p.cr_sigfrac))
+        reduced.dq[cr] |= COSMIC_RAY
+        out["cosmic_ray_pixels"] = int(cr.sum())
+    if p.trails:
+        found = find_trails(reduced.sci, reduced.var, reduced.dq, TrailParams(detect_nsigma=p.trail_nsigma))
+        reduced.dq[found.mask] |= TRAIL
+        out["trails"] = [{"angle_deg": t.angle, "rho_px": t.rho, "length_px": t.length, "width_px": t.width,
+                          "peak_e": t.peak} for t in found.lines]
+        out["trail_pixels"] = int(found.mask.sum())
+    return out
+
+
 class MasterBiasRunner(_CalibRunner):
     spec = MASTER_BIAS
 
@@ -95,7 +137,7 @@ class MasterBiasRunner(_CalibRunner):
         with ExitStack() as stack:
             views = [overscan_trimmed(stack.enter_context(fits.open(f.path))[f.hdu_index].section,
                                       *_sections(chip)) for f in frames]
-            master = make_master_bias(views)
+            master = make_master_bias(views, **_combine_kwargs(task))
         header = self._header(task, chip, [("NCOMBINE", master.n_frames, "bias frames combined"),
                                            ("RDNOISE", master.read_noise_adu, "[ADU] read noise measured")])
         hdus = [_image(master.image, "SCI")] + ([_image(master.var, "VAR")] if master.var is not None else [])
@@ -116,7 +158,8 @@ class MasterFlatRunner(_CalibRunner):
         with ExitStack() as stack:
             views = [overscan_trimmed(stack.enter_context(fits.open(f.path))[f.hdu_index].section,
                                       *_sections(chip)) for f in frames]
-            master = make_master_flat(views, bias, exptimes=[float(f.row["exptime"]) for f in frames])
+            master = make_master_flat(views, bias, exptimes=[float(f.row["exptime"]) for f in frames],
+                                      **_combine_kwargs(task))
         header = self._header(task, chip, [
             ("NCOMBINE", master.n_frames, "flat frames combined"),
             ("FLATLEV", master.level, "[ADU] median bias-subtracted level of the inputs"),
@@ -174,9 +217,12 @@ class ReduceRunner(_CalibRunner):
         with fits.open(frame.path) as hdul:
             raw_primary, chip_header = hdul[0].header, hdul[frame.hdu_index].header
             datasec, biassec = _sections(chip)
+            params = params_of(ReduceParams, task)
             reduced = reduce_frame(hdul[frame.hdu_index].section, datasec=datasec, biassec=biassec,
                                    master_bias=bias, master_flat=flat, gain=gain, read_noise=read_noise,
-                                   saturation=saturation)
+                                   saturation=saturation, overscan_method=params.overscan_method,
+                                   overscan_order=params.overscan_order)
+        masks = mask_defects(reduced, params)
         header = fits.Header()
         copy_cards(header, raw_primary)
         header.update(_trimmed_wcs(chip_header, chip))
@@ -194,7 +240,7 @@ class ReduceRunner(_CalibRunner):
         columns = {**_group_columns(task, "instrument", "chip", "filter", "night", "field", "frame_id",
                                     "exposure_id"),
                    "mjd_obs": row["mjd_obs"], "ra_deg": row["ra_deg"], "dec_deg": row["dec_deg"],
-                   "metrics": {"dq_flagged_fraction": float(np.mean(reduced.dq != 0))}}
+                   "metrics": {"dq_flagged_fraction": float(np.mean(reduced.dq != 0)), **masks}}
 
         def explain(session: Session, product_id: str) -> None:
             when = row["date_obs"]
