@@ -32,6 +32,7 @@ class Context:
     reduced_by: str = ""
     reduced: dict[str, dict[str, str]] = field(default_factory=dict)  # "<exp>_<chip>" -> sci/var/dq paths
     notes: list[str] = field(default_factory=list)
+    kernels_warm: bool = False  # our numba kernels compiled/cached this run (bench.jobs_calib.warm_ours)
 
     def dir(self, name: str) -> Path:
         d = self.work / name
@@ -44,6 +45,9 @@ def _measure_worker(ctx: Context, job: str, tool: str, spec: dict[str, Any], wor
     m = Measurement()
     m.add(run)
     m.add_worker(report)
+    if report.get("peak_rss_mb"):  # the worker's own VmHWM: wait4's ru_maxrss includes the harness (see worker)
+        m.info["wait4_maxrss_mb"] = m.maxrss_mb
+        m.maxrss_mb = float(report["peak_rss_mb"])
     return m
 
 

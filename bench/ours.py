@@ -18,6 +18,7 @@ from astropy.io import fits
 #: job -> (module, attribute) that must import for the job to run "ours"
 REQUIRES: dict[str, tuple[str, str]] = {
     "bias": ("services.calib.science", "make_master_bias"),
+    "combine": ("services.calib.science", "make_master_bias"),
     "masters": ("services.calib.science", "make_master_flat"),
     "reduce": ("services.calib.science", "reduce_frame"),
     "extract": ("services.catalog.science", "extract"),
@@ -47,6 +48,25 @@ def _sections(hdr: fits.Header) -> tuple[tuple[slice, slice], tuple[slice, slice
 
 
 # ---------------------------------------------------------------- calib
+
+def prepare() -> None:
+    """Import the calib science and load its compiled (numba) kernels from the on-disk cache, compiling them
+    if the cache is cold (once per install): what a long-running calib service does once at start-up."""
+    from services.calib.science import kernels
+    kernels.warm()
+
+
+def master_bias_files(paths: Sequence[str]) -> Any:
+    """``make_master_bias`` over trimmed, overscan-corrected frames in FITS files (primary HDU, ADU), read
+    band by band through ``hdu.section`` (no whole frame is ever in memory)."""
+    from services.calib.science import make_master_bias
+    hduls = [fits.open(p, memmap=False) for p in paths]
+    try:
+        return make_master_bias([h[0].section for h in hduls])
+    finally:
+        for h in hduls:
+            h.close()
+
 
 def master_bias(frames: Sequence[RawFrame]) -> Any:
     """``make_master_bias`` over lazily overscan-corrected, trimmed raw biases (ADU)."""

@@ -5,6 +5,8 @@
 * :mod:`.masters` – master bias (ADU) and master flat (normalised, with its ADU level).
 * :mod:`.reduce` – raw science chip -> SCI (e-), VAR (e-^2), DQ (bits and weights: :mod:`wisp.dq`).
 * :mod:`.nights` – FITS section strings.
+* :mod:`.kernels` – the compiled (numba) per-pixel kernels behind combine and reduce; imported on first use,
+  so importing this package does not import numba.
 """
 
 from services.calib.science.combine import CombineResult, combine

@@ -1,9 +1,11 @@
 """Stacking frames pixel by pixel: sigma-clipped mean or median, in row bands with bounded memory.
 
-Peak memory is about 20 bytes x N x ``band_rows`` x nx (a float32 band stack, a float64 deviation array
-and a sorted copy), independent of the image height: ~50 MB per 10 frames for 256-row bands of a 1k-wide
-chip. Every pixel depends only on its own
-N values and on per-frame statistics from a fixed row sample, so results are bit-identical for any
+Each band (N frames x ``band_rows`` rows, float32, pixel-major) is sorted per pixel by numpy's SIMD sort
+and combined by the compiled kernel :func:`~.kernels.combine_band` in one pass. Peak memory is the larger
+of the band buffers (8 bytes x N x ``band_rows`` x nx; by default ``band_rows`` is chosen to keep them
+under 16 MB whatever N) and the screening sample (8 bytes x N x 64 rows x nx), plus the outputs (10 bytes
+per pixel): independent of the image height, and of N beyond one band. Every pixel depends only on its
+own N values and on per-frame statistics from a fixed row sample, so results are bit-identical for any
 ``band_rows`` and across runs.
 """
 
@@ -15,14 +17,17 @@ from typing import Literal
 
 import numpy as np
 
-from services.calib.science.overscan import MAD_TO_SIGMA
 from services.calib.science.screen import FrameStats, RejectedFrame, ScaleSpec, Screening, screen_frames
-from services.calib.science.sources import RowSource, read_rows
+from services.calib.science.sources import RowSource, read_band_into
 from wisp.errors import InvalidInput
 
 CombineMethod = Literal["sigclip_mean", "median"]
 ClipNoise = Literal["frame", "pixel"]
 DEFAULT_SCREENING = Screening()
+#: up to this many frames the kernel sorts each pixel's values itself (insertion sort); above, numpy's SIMD sort
+SORT_IN_KERNEL = 8
+#: default memory budget of the band buffers (the band and its per-pixel sorted copy, 8 bytes per value)
+BAND_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -52,68 +57,15 @@ def nanmedian_last(a: np.ndarray, n: np.ndarray | None = None) -> np.ndarray:
     return 0.5 * (np.take_along_axis(s, lo, -1)[..., 0] + np.take_along_axis(s, hi, -1)[..., 0])
 
 
-def clip_inplace(x: np.ndarray, sigma: float, maxiters: int, frame_sigma: np.ndarray | None) -> None:
-    """Iterative sigma clipping of ``x`` (pixels x frames, float32, NaN = missing): clipped values become NaN.
-
-    Each pass: centre = median of the remaining values; deviation scale = ``frame_sigma`` (one sigma per
-    frame) or, if None, 1.4826 x MAD of the remaining values (per pixel, like astropy ``sigma_clip`` with
-    ``cenfunc='median', stdfunc='mad_std'``); values with |x - centre| > sigma x scale are dropped (deviations
-    in float64). Stops when nothing changes or after ``maxiters`` passes; never drops a pixel's last value.
-    Later passes only revisit the pixels that changed.
-    """
-    active: np.ndarray | None = None
-    for _ in range(maxiters):
-        xa = x if active is None else x[active]
-        n = np.count_nonzero(~np.isnan(xa), axis=-1)
-        centre = nanmedian_last(xa, n).astype(np.float64)
-        dev = np.abs(xa - centre[:, None])
-        scale = frame_sigma[None, :] if frame_sigma is not None else MAD_TO_SIGMA * nanmedian_last(dev, n)[:, None]
-        bad = dev > sigma * scale
-        del dev
-        bad &= ((n - bad.sum(axis=-1)) > 0)[:, None]
-        changed = bad.any(axis=-1)
-        if not changed.any():
-            return
-        idx = np.flatnonzero(changed) if active is None else active[changed]
-        rows = xa[changed]
-        rows[bad[changed]] = np.nan
-        x[idx] = rows
-        active = idx
-
-
-def _combine_band(x: np.ndarray, method: CombineMethod, sigma: float, maxiters: int,
-                  frame_sigma: np.ndarray | None, noise2: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Combine one band ``x`` (pixels x frames, float32, NaN = missing; modified in place)."""
-    if method == "median":
-        value = nanmedian_last(x).astype(np.float64)
-        var_factor = np.pi / 2.0
-    else:
-        clip_inplace(x, sigma, maxiters, frame_sigma)
-        value = np.nansum(x, axis=-1, dtype=np.float64)
-        var_factor = 1.0
-    n = np.zeros(x.shape[0], dtype=np.int64)
-    var = np.zeros(x.shape[0], dtype=np.float64)
-    for k in range(x.shape[1]):
-        kept = ~np.isnan(x[:, k])
-        n += kept
-        var[kept] += noise2[k]
-    empty = n == 0
-    if method != "median":
-        value /= np.maximum(n, 1)
-    var *= var_factor / np.maximum(n, 1) ** 2
-    value[empty] = np.nan
-    var[empty] = np.nan
-    return value, n, var
-
-
 def combine(frames: Sequence[RowSource], *, method: CombineMethod = "sigclip_mean", sigma: float = 3.0,
-            maxiters: int = 5, clip_noise: ClipNoise = "frame", band_rows: int = 256, scale: ScaleSpec = None,
-            screening: Screening | None = DEFAULT_SCREENING) -> CombineResult:
+            maxiters: int = 5, clip_noise: ClipNoise = "frame", band_rows: int | None = None,
+            scale: ScaleSpec = None, screening: Screening | None = DEFAULT_SCREENING) -> CombineResult:
     """Combine N aligned 2-D frames pixel by pixel, after rejecting odd frames (see :class:`Screening`;
     ``screening=None`` keeps every frame that has finite, non-constant pixels).
 
     ``frames``: frame sources (arrays, memmaps, ``hdu.section``, :class:`~.sources.RowFunction`), all the
-    same shape, read ``band_rows`` rows at a time. ``scale``: per-frame factors, ``'median'`` (1/median
+    same shape, read ``band_rows`` rows at a time (None: as many as fit :data:`BAND_BYTES` of band buffers,
+    16 to 256 rows). ``scale``: per-frame factors, ``'median'`` (1/median
     level, e.g. flats) or None. ``method``: ``sigclip_mean`` (iterative clipping at ``sigma``, then the
     mean of the kept values) or ``median``. ``clip_noise``: ``frame`` clips with each frame's robust
     inter-frame noise (right for few frames: a per-pixel MAD of 3-5 values is too noisy and throws away
@@ -140,18 +92,36 @@ def combine(frames: Sequence[RowSource], *, method: CombineMethod = "sigclip_mea
     frame_sigma = np.array([stats[i].noise for i in used]) * np.abs(sel_scales)
     noise2 = np.nan_to_num(frame_sigma, nan=0.0) ** 2
     clip_sigma = frame_sigma if clip_noise == "frame" and np.all(frame_sigma > 0) else None
+    from services.calib.science import kernels  # numba: imported on first use, not with the package
     image = np.empty(shape, dtype=np.float32)
     n_used = np.empty(shape, dtype=np.uint16)
     var = np.empty(shape, dtype=np.float32)
-    step = max(1, int(band_rows))
+    nf = len(used)
+    use_frame_sigma = clip_sigma is not None
+    sig_k = np.ascontiguousarray(clip_sigma if clip_sigma is not None else np.zeros(nf), dtype=np.float64)
+    noise2 = np.ascontiguousarray(noise2, dtype=np.float64)
+    code = kernels.MEDIAN if method == "median" else kernels.SIGCLIP_MEAN
+    var_factor = np.pi / 2.0 if method == "median" else 1.0
+    buf = np.empty(nf, np.float32)
+    keep = np.empty(nf, np.bool_)
+    if band_rows is None:
+        band_rows = min(256, max(16, BAND_BYTES // (8 * nf * nx)))
+    step = max(1, min(int(band_rows), ny))
+    x = np.empty(step * nx * nf, dtype=np.float32)  # pixels x frames
+    srt = np.empty_like(x)  # the same, sorted per pixel
+    presort = nf > SORT_IN_KERNEL
     for r0 in range(0, ny, step):
         r1 = min(ny, r0 + step)
-        x = np.empty((r1 - r0, nx, len(used)), dtype=np.float32)
+        band = x[:(r1 - r0) * nx * nf].reshape(r1 - r0, nx, nf)
         for k, i in enumerate(used):
-            x[:, :, k] = read_rows(frames[i], r0, r1) * sel_scales[k]  # scaled in float64, stored float32
-        value, n, v = _combine_band(x.reshape(-1, len(used)), method, sigma, maxiters, clip_sigma, noise2)
-        image[r0:r1] = value.reshape(r1 - r0, nx)
-        n_used[r0:r1] = n.reshape(r1 - r0, nx)
-        var[r0:r1] = v.reshape(r1 - r0, nx)
+            read_band_into(band[:, :, k], frames[i], r0, r1, float(sel_scales[k]))  # float64 x scale -> float32
+        band2 = band.reshape(-1, nf)
+        s2 = srt[:band2.size].reshape(band2.shape)
+        if presort:
+            np.copyto(s2, band2)
+            s2.sort(axis=1)
+        kernels.combine_band(band2, s2, presort, code, float(sigma), int(maxiters), sig_k, use_frame_sigma, noise2,
+                             var_factor, image[r0:r1].reshape(-1), n_used[r0:r1].reshape(-1),
+                             var[r0:r1].reshape(-1), buf, keep)
     return CombineResult(image=image, n_used=n_used, var=var, used=tuple(used), rejected=tuple(rejected),
                          stats=tuple(stats), scales=tuple(float(s) for s in scales))

@@ -62,7 +62,7 @@ class MasterFlat:
 
 
 def make_master_bias(frames: Sequence[RowSource], *, sigma: float = 3.0, maxiters: int = 5,
-                     clip_noise: ClipNoise = "frame", band_rows: int = 256,
+                     clip_noise: ClipNoise = "frame", band_rows: int | None = None,
                      screening: Screening | None = BIAS_SCREENING) -> MasterBias:
     """Sigma-clipped mean of overscan-corrected, trimmed bias frames (ADU). Frames whose level or noise
     differs from the others are rejected first (:data:`BIAS_SCREENING`)."""
@@ -74,7 +74,7 @@ def make_master_bias(frames: Sequence[RowSource], *, sigma: float = 3.0, maxiter
 
 def make_master_flat(frames: Sequence[RowSource], master_bias: MasterBias, *, exptimes: Sequence[float],
                      bad_pixel_mask: np.ndarray | None = None, sigma: float = 3.0, maxiters: int = 5,
-                     clip_noise: ClipNoise = "frame", band_rows: int = 256,
+                     clip_noise: ClipNoise = "frame", band_rows: int | None = None,
                      screening: Screening | None = FLAT_SCREENING) -> MasterFlat:
     """Master flat from overscan-corrected, trimmed flat frames (ADU) of one chip and filter.
 

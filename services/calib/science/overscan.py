@@ -10,7 +10,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.polynomial import legendre
-from scipy.signal import savgol_filter
 
 from services.calib.science.sources import RowSource, Trimmed
 
@@ -22,7 +21,10 @@ def _row_levels(strip: np.ndarray, clip: float) -> np.ndarray:
     """Robust level of every row (ADU): mean of the values within ``clip`` sigma of the row median, with
     sigma the MAD of all values about their row medians (robust to cosmic rays and bleeding, and free of
     the half-ADU steps a plain median of integer data has)."""
-    med = np.nanmedian(strip, axis=1)
+    from services.calib.science.kernels import row_medians  # numba: imported on first use
+    strip = np.ascontiguousarray(strip, dtype=np.float64)
+    med = np.empty(strip.shape[0])
+    row_medians(strip, med, np.empty(strip.shape[1]))  # = np.nanmedian(strip, axis=1)
     dev = strip - med[:, None]
     sig = MAD_TO_SIGMA * float(np.nanmedian(np.abs(dev)))
     keep = np.abs(dev) <= clip * sig
@@ -33,11 +35,23 @@ def _row_levels(strip: np.ndarray, clip: float) -> np.ndarray:
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     """Running mean over ``width`` rows (forced odd); near the ends a straight line fitted to the first/last
-    ``width`` rows (Savitzky-Golay, order 1), so a slope is not biased at the edges."""
+    ``width`` rows (a Savitzky-Golay filter of order 1 with ``mode='interp'``), so a slope is not biased at
+    the edges."""
     width = max(int(width), 1) | 1
+    values = np.asarray(values, dtype=np.float64)
     if width < 3 or values.size < width:
         return values.copy()
-    return np.asarray(savgol_filter(values, width, 1, mode="interp"), dtype=np.float64)
+    half = width // 2
+    out = np.empty_like(values)
+    out[half:values.size - half] = np.convolve(values, np.full(width, 1.0 / width), mode="valid")
+    x = np.arange(width, dtype=np.float64) - half
+    sxx = float(np.dot(x, x))
+    for seg, dst, pos in ((values[:width], slice(0, half), x[:half]),
+                          (values[-width:], slice(values.size - half, values.size), x[width - half:])):
+        mean = float(seg.mean())
+        slope = float(np.dot(x, seg - mean)) / sxx
+        out[dst] = mean + slope * pos
+    return out
 
 
 def overscan_level(strip: np.ndarray, *, method: OverscanMethod = "median_rows", order: int = 1,
@@ -75,8 +89,9 @@ def overscan_level(strip: np.ndarray, *, method: OverscanMethod = "median_rows",
     return np.asarray(legendre.legval(x, coef), dtype=np.float64)
 
 
-def _data_rows_level(raw: RowSource, datasec: tuple[slice, slice], biassec: tuple[slice, slice],
-                     method: OverscanMethod, order: int, smooth_rows: int) -> np.ndarray:
+def data_rows_level(raw: RowSource, datasec: tuple[slice, slice], biassec: tuple[slice, slice],
+                    method: OverscanMethod = "median_rows", order: int = 1, smooth_rows: int = 15) -> np.ndarray:
+    """Overscan level (ADU, float64) for each row of ``datasec``, from the ``biassec`` strip of ``raw``."""
     ny = raw.shape[0]
     drows = range(*datasec[0].indices(ny))
     brows = range(*biassec[0].indices(ny))
@@ -94,7 +109,7 @@ def overscan_trimmed(raw: RowSource, datasec: tuple[slice, slice], biassec: tupl
                      method: OverscanMethod = "median_rows", order: int = 1, smooth_rows: int = 15) -> Trimmed:
     """A lazy, overscan-corrected, trimmed view of a raw frame (reads only the overscan strip now, the data
     rows when sliced): use it to stream frames into :func:`~.combine.combine`. Values in ADU."""
-    level = _data_rows_level(raw, datasec, biassec, method, order, smooth_rows)
+    level = data_rows_level(raw, datasec, biassec, method, order, smooth_rows)
     return Trimmed(raw=raw, datasec=datasec, level=level)
 
 

@@ -8,6 +8,8 @@ Pixel chain (ADU until the gain): ``adu = raw[datasec] - overscan level(row) - m
 
 The photon term uses the pixel's own value (as is usual; it slightly favours low pixels in weighted sums).
 The overscan level's own noise (~ rn / sqrt(n_cols x smooth_rows), row-correlated) is not included.
+After the overscan level (numpy, per row), the whole chain runs in one compiled pass over the pixels
+(:func:`~.kernels.reduce_pixels`), float32 arithmetic in the order written above.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.calib.science.masters import MasterBias, MasterFlat
-from services.calib.science.overscan import OverscanMethod, overscan_correct
+from services.calib.science.overscan import OverscanMethod, data_rows_level
 from services.calib.science.sources import RowSource
 from wisp.dq import BAD, NO_DATA, SATURATED
 
@@ -52,33 +54,40 @@ def reduce_frame(raw: RowSource, *, datasec: tuple[slice, slice], biassec: tuple
     """
     if not (gain > 0 and read_noise >= 0 and np.isfinite(saturation)):
         raise ValueError(f"need gain > 0, read_noise >= 0, finite saturation; got {gain}, {read_noise}, {saturation}")
-    full = np.asarray(raw[0:raw.shape[0]])  # read once (e.g. from an hdu.section)
-    data, level = overscan_correct(full, datasec, biassec, method=overscan_method, order=overscan_order)
-    shape = data.shape
+    from services.calib.science import kernels  # numba: imported on first use, not with the package
+    full = _native(np.asarray(raw[0:raw.shape[0]]))  # read once (e.g. from an hdu.section)
+    level = data_rows_level(full, datasec, biassec, overscan_method, overscan_order)
+    ny, nx = full.shape
+    (r0, r1, rs), (c0, c1, cs) = datasec[0].indices(ny), datasec[1].indices(nx)
+    if rs != 1 or cs != 1:  # a strided section: gather it first
+        full, r0, c0 = np.ascontiguousarray(full[datasec]), 0, 0
+    shape = (len(range(r0, r1, rs)), len(range(c0, c1, cs)))
     for name, arr in (("master bias", master_bias.image), ("master flat", master_flat.image),
                       ("bad pixel mask", bad_pixel_mask)):
         _check(name, arr, shape)
-    raw_data = full[datasec]
-    dq = np.zeros(shape, dtype=np.uint16)
-    with np.errstate(invalid="ignore"):
-        dq[raw_data >= saturation] |= SATURATED
-    if bad_pixel_mask is not None:
-        dq[np.asarray(bad_pixel_mask) != 0] |= BAD
+    dummy = np.zeros((1, 1), np.float32)
+    bias = _f32(master_bias.image)
+    flat = _f32(master_flat.image)
+    bias_var = dummy if master_bias.var is None else _f32(master_bias.var)
+    flat_var = dummy if master_flat.var is None else _f32(master_flat.var)
+    bad = np.zeros((1, 1), np.bool_) if bad_pixel_mask is None else np.asarray(bad_pixel_mask) != 0
+    sci = np.empty(shape, np.float32)
+    var = np.empty(shape, np.float32)
+    dq = np.empty(shape, np.uint16)
+    kernels.reduce_pixels(full, r0, c0, np.ascontiguousarray(level, dtype=np.float64), full.dtype.type(saturation),
+                          bias, bias_var, master_bias.var is not None, flat, flat_var, master_flat.var is not None,
+                          bad, bad_pixel_mask is not None, np.float32(gain), np.float32(read_noise**2 + gain**2 / 12.0),
+                          SATURATED, BAD, NO_DATA, sci, var, dq)
+    return Reduced(sci=sci, var=var, dq=dq, overscan=level)
 
-    g = np.float32(gain)
-    flat = master_flat.image.astype(np.float32, copy=False)
-    e = (data - master_bias.image) * g
-    sci = e / flat
-    var_e = np.maximum(e, 0.0) + np.float32(read_noise**2 + gain**2 / 12.0)
-    if master_bias.var is not None:
-        var_e += master_bias.var * (g * g)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = var_e / (flat * flat)
-        if master_flat.var is not None:
-            var += sci * sci * master_flat.var / (flat * flat)
-    no_data = ~(np.isfinite(sci) & np.isfinite(var) & np.isfinite(flat) & (flat > 0))
-    dq[no_data] |= NO_DATA
-    sci[no_data] = np.nan
-    var[no_data] = np.nan
-    return Reduced(sci=sci.astype(np.float32, copy=False), var=var.astype(np.float32, copy=False), dq=dq,
-                   overscan=level)
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """A raw frame as native-endian float32 (float32 input, or integers that float32 holds exactly) or float64
+    (anything else), so the kernel sees one of two types and the saturation test stays exact."""
+    if (a.dtype.kind == "f" and a.dtype.itemsize == 4) or (a.dtype.kind in "ui" and a.dtype.itemsize <= 2):
+        return np.asarray(a, dtype=np.float32)
+    return np.asarray(a, dtype=np.float64)

@@ -82,18 +82,34 @@ def _read_sample(frames: Sequence[RowSource], rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def inter_frame_noise(sample: np.ndarray) -> np.ndarray:
-    """Per-frame noise sigma_i (same units as ``sample``, shape (N, ...) of N >= 3 aligned frames).
+def inter_frame_noise(sample: np.ndarray, scales: np.ndarray | None = None,
+                      index: Sequence[int] | None = None) -> np.ndarray:
+    """Per-frame noise sigma_i (units of ``sample`` x ``scales``) of N >= 3 aligned frames: ``sample`` (shape
+    (frames, ...)), or its frames ``index`` if given; frame ``index[i]`` multiplied by ``scales[i]`` if given.
 
     D_i = x_i - mean of the others has var V_i = s_i + sum_{j != i} s_j / (N-1)^2 (s = sigma^2); V_i is
     measured robustly (MAD) and the linear system solved exactly for s, so one noisy frame does not inflate
-    the others' estimates.
+    the others' estimates. Works frame by frame: memory beyond ``sample`` is a few rows of one frame.
     """
-    n = sample.shape[0]
-    flat = sample.reshape(n, -1)
-    flat = flat[:, np.all(np.isfinite(flat), axis=0)]
-    others = (flat.sum(axis=0)[None, :] - flat) / (n - 1)
-    v = np.array([_robust_std(d) ** 2 for d in flat - others])
+    idx = list(range(sample.shape[0])) if index is None else [int(i) for i in index]
+    n = len(idx)
+    flat = sample.reshape(sample.shape[0], -1)
+    finite = np.ones(flat.shape[1], dtype=bool)
+    for i in idx:
+        finite &= np.isfinite(flat[i])
+    every = bool(finite.all())
+
+    def row(i: int) -> np.ndarray:
+        r = flat[idx[i]] if every else flat[idx[i], finite]
+        return r * scales[i] if scales is not None else r
+
+    total = row(0).copy()  # accumulated frame by frame: the same sums as flat.sum(axis=0)
+    for i in range(1, n):
+        total += row(i)
+    v = np.empty(n)
+    for i in range(n):
+        r = row(i)
+        v[i] = _robust_std(r - (total - r) / (n - 1)) ** 2
     c = 1.0 / (n - 1) ** 2
     a = 1.0 - c  # the system is (a I + c 11^T) s = V; its inverse in closed form (no LAPACK: bit-stable)
     s = (v - c * float(v.sum()) / (a + n * c)) / a
@@ -156,7 +172,7 @@ def screen_frames(frames: Sequence[RowSource], scale: ScaleSpec = None, rules: S
         scales = np.asarray(scale, dtype=np.float64)
     noise_all = np.full(n, np.nan)
     while len(used) >= 3:
-        sig = inter_frame_noise(sample[used] * scales[used, None, None]) / np.abs(scales[used])
+        sig = inter_frame_noise(sample, scales[used], index=used) / np.abs(scales[used])
         noise_all[used] = sig
         r = rules.noise_ratio
         if r is None:

@@ -57,6 +57,19 @@ def read_rows(src: RowSource, r0: int, r1: int) -> np.ndarray:
     return band
 
 
+def read_band_into(dst: np.ndarray, src: RowSource, r0: int, r1: int, scale: float = 1.0) -> None:
+    """Rows ``r0..r1-1`` of a frame times ``scale``, computed in float64 and stored into ``dst`` (a 2-D view of
+    shape ``(r1 - r0, nx)``, e.g. float32, possibly strided). Non-finite values stay non-finite (the stacking
+    kernel treats them as missing); no float64 copy of the band is made for float32 sources."""
+    band = np.asarray(src[r0:r1])
+    if band.shape != dst.shape:
+        raise ValueError(f"frame source returned shape {band.shape} for rows {r0}:{r1}, expected {dst.shape}")
+    if scale == 1.0:
+        np.copyto(dst, band, casting="unsafe")
+    else:
+        np.multiply(band, np.float64(scale), out=dst, casting="unsafe")
+
+
 @dataclass(frozen=True)
 class Transformed:
     """``(src - subtract) * factor`` computed on demand, row band by row band (input units x factor).
