@@ -23,14 +23,16 @@ from pathlib import Path
 from bench import peers
 from bench.context import Context, _failed, _key, _science
 from bench.data import BENCH, WORK, ensure_nights
-from bench.jobs_calib import job_bias, job_reduce
+from bench.jobs_calib import job_bias, job_combine, job_reduce
+from bench.jobs_cosmics import job_cosmics
 from bench.jobs_sky import job_astrometry, job_coadd, job_extract
 from bench.report import Row, render_table, write_readme
 
 # ---------------------------------------------------------------- main
 
 JOBS: dict[str, Callable[[Context], list[Row]]] = {
-    "bias": job_bias, "reduce": job_reduce, "extract": job_extract, "coadd": job_coadd, "astrometry": job_astrometry,
+    "bias": job_bias, "combine": job_combine, "reduce": job_reduce, "extract": job_extract, "coadd": job_coadd,
+    "cosmics": job_cosmics, "astrometry": job_astrometry,
 }
 
 
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(night=night, biases=biases, peers=found, work=WORK, threads=args.threads, log=log)
     rows: list[Row] = []
     for name in JOBS:
-        downstream = bool(set(wanted) & {"extract", "coadd", "astrometry"})
+        downstream = bool(set(wanted) & {"extract", "coadd", "cosmics", "astrometry"})
         if name == "reduce" and "reduce" not in wanted and downstream and args.keep and _reuse_reduced(ctx):
             log(f"reusing the chips reduced by {ctx.reduced_by} in {WORK} (--keep)")
             continue

@@ -154,6 +154,7 @@ def test_completeness_and_fewer_false_pixels_than_astroscrappy(frames: list[Fram
               f"ours {hit / n:.4f} complete, {false} false; astroscrappy {hit_p / n:.4f}, {false_p} false")
         assert n > 150
         assert hit / n >= 0.98
+        assert false < false_p
         tot += [n, hit, hit_p, false, false_p]
     n, hit, hit_p, false, false_p = tot
     print(f"all: ours {hit / n:.4f} / {false} false; astroscrappy {hit_p / n:.4f} / {false_p} false")

@@ -23,7 +23,10 @@ optionally its DQ plane (:mod:`wisp.dq`) and the PSF FWHM (px). The steps, all i
    FWHM >= 2 px fails all three);
 7. L.A.Cosmic's growth: 8-neighbours of cores with S' > ``sigclip``, then their 8-neighbours with
    S' > ``sigfrac * sigclip``;
-8. ``grow`` rings of flux growth (it replaces L.A.Cosmic's re-iterations): an 8-neighbour of a flagged
+8. flux growth (it replaces L.A.Cosmic's re-iterations). First, until nothing is added, 8-neighbours of
+   flagged pixels exceeding the median of their unflagged 5x5 neighbours by ``sigclip`` x noise: this
+   follows long or 2-pixel-wide tracks (whose S'/F fails ``objlim`` along most of their length) from the
+   part that was detected. Then ``grow`` rings from every flagged pixel: an 8-neighbour of a flagged
    pixel is flagged when it exceeds the median of its unflagged 5x5 neighbours by ``grow_sigma`` x noise
    (``grow_sigma - 1`` when two of its 4-neighbours are flagged, i.e. it lies along a track;
    ``grow_sigma + 0.5`` when it touches flagged pixels only by a corner), unless that 5x5 median exceeds
@@ -54,7 +57,8 @@ IGNORE_BITS = BAD | SATURATED | NO_DATA
 class CosmicParams:
     """Detection parameters; significances are in units of a pixel's cosmic-ray-free noise (see the module).
 
-    ``sigclip``: S' (and 2x2-spot significance) of a core; ``sigfrac``: second-ring neighbours of cores need
+    ``sigclip``: S' (and 2x2-spot significance) of a core, and the excess that grown pixels need while
+    following a track; ``sigfrac``: second-ring neighbours of cores need
     S' > ``sigfrac * sigclip``; ``objlim``: minimum S'/F of a core (None: :func:`default_objlim` of the
     FWHM); ``grow``: rings of flux growth (0: L.A.Cosmic's growth only); ``grow_sigma``: their threshold;
     ``sat_guard``: px around SATURATED pixels never flagged; ``blob``: detect 2x2 spots;
@@ -275,7 +279,7 @@ def _fine_at(img: np.ndarray, m3: np.ndarray, y: int, x: int, nz: float, buf: np
 def _lacosmic(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, ignore: np.uint16, sigclip: float, sigfrac: float,
               objlim: float, grow: int, grow_sigma: float, sat_guard: int, blob: bool,
               blob_objlim: float, obj_sigma: float) -> np.ndarray:
-    """Labels (uint8): 0 clean, 1 core, 2/3 L.A.Cosmic growth, 4.. flux-growth ring, 9 2x2 spot."""
+    """Labels (uint8): 0 clean, 1 core, 2/3 L.A.Cosmic growth, 4/5 wing rings, 6 followed, 9 2x2 spot."""
     ny, nx = sci.shape
     bad = np.zeros((ny, nx), np.bool_)
     nodet = np.zeros((ny, nx), np.bool_)
@@ -441,10 +445,14 @@ def _lacosmic(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, ignore: np.uint1
                         cand_x[nc] = xx
                         nc += 1
 
-    # flux growth: neighbours whose value exceeds the median of their unflagged good 5x5 neighbours by
-    # grow_sigma x noise; a neighbour that is masked (e.g. a bad column) is stepped over
+    # flux growth: neighbours whose value exceeds the median of their unflagged good 5x5 neighbours; first
+    # "follow" rings at sigclip x noise until nothing is added (wide or long tracks, whose Laplacian/fine
+    # structure ratio fails objlim, are followed from their detected part), then ``grow`` rings at
+    # ~grow_sigma x noise from every flagged pixel (the faint wings); a masked neighbour is stepped over
     start = 0
-    for ring in range(grow):
+    ring = 0
+    follow = True
+    while follow or ring < grow:
         n0 = nc
         for i in range(start, n0):
             cy = cand_y[i]
@@ -484,6 +492,8 @@ def _lacosmic(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, ignore: np.uint1
                     if xx + 1 < nx and mask[yy, xx + 1] != 0:
                         n4 += 1
                     thr = grow_sigma - 1.0 if n4 >= 2 else (grow_sigma if n4 == 1 else grow_sigma + 0.5)
+                    if follow:
+                        thr = sigclip
                     if img[yy, xx] - b <= thr * nz:
                         continue
                     # on a star or galaxy (its 5x5 median above that of the 9x9 window's border) the excess
@@ -497,12 +507,18 @@ def _lacosmic(sci: np.ndarray, var: np.ndarray, dq: np.ndarray, ignore: np.uint1
                                 m += 1
                     if m >= 8 and b - _median_inplace(buf2, m) > obj_sigma * nz:
                         continue
-                    mask[yy, xx] = 4 + ring
+                    mask[yy, xx] = 6 if follow else 4 + min(ring, 1)
                     if nc == cand_y.size:
                         cand_y = np.concatenate((cand_y, np.empty(nc, np.int64)))
                         cand_x = np.concatenate((cand_x, np.empty(nc, np.int64)))
                     cand_y[nc] = yy
                     cand_x[nc] = xx
                     nc += 1
-        start = n0
+        if follow and nc == n0:
+            follow = False
+            start = 0  # the wing rings start from every flagged pixel
+        else:
+            start = n0
+            if not follow:
+                ring += 1
     return mask
