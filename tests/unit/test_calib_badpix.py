@@ -7,9 +7,7 @@ well below 1 ADU (25 biases here: 0.4-0.75 ADU); cold pixels (bit 2) have 5-60 %
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,9 +16,9 @@ import pytest
 from astropy.io import fits
 from scipy import ndimage
 
-from services.calib.science import make_master_bias, make_master_flat, overscan_trimmed, parse_section
 from services.calib.science.badpix import BPM_BADCOL, BPM_COLD, BPM_HOT, BadPixelMap, find_bad_pixels
-from wisp.sim import SimConfig, simulate_night
+from tests.fixtures.calib import calibrate_chip, raw_night
+from wisp.sim import SimConfig
 
 # many defects for the statistics (131 hot + 131 cold per chip), more dust and vignetting than the default
 CONFIG = SimConfig(seed=3, n_chips=4, chip_nx=256, chip_ny=256, n_bias=25, n_flats_per_filter=5,
@@ -42,28 +40,17 @@ class Chip:
 
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory: pytest.TempPathFactory) -> list[Chip]:
-    root = tmp_path_factory.mktemp("badpix")
-    res = simulate_night(CONFIG, root)
-    files: dict[str, list[Path]] = {}
-    for p in res.raw_files:
-        h = fits.getheader(p)
-        files.setdefault(h["IMAGETYP"] if h["IMAGETYP"] == "BIAS" else f"{h['IMAGETYP']} {h['FILTER']}", []).append(p)
-    meta = json.loads((root / "truth" / "night.json").read_text())
-    defects = fits.open(root / "truth" / "defects.fits")
+    raw = raw_night(CONFIG, tmp_path_factory.mktemp("badpix"))
+    defects = fits.open(raw.root / "truth" / "defects.fits")
     out = []
-    for c in meta["camera"]["chips"]:
+    for c in raw.meta["camera"]["chips"]:
         k = c["chip_id"]
-        h = fits.getheader(files["BIAS"][0], k)
-        ds, bs = parse_section(h["DATASEC"]), parse_section(h["BIASSEC"])
-        mb = make_master_bias([overscan_trimmed(fits.getdata(p, k), ds, bs) for p in files["BIAS"]])
-        mfs = {f: make_master_flat([overscan_trimmed(fits.getdata(p, k), ds, bs) for p in files[f"FLAT {f}"]], mb,
-                                   exptimes=[fits.getheader(p)["EXPTIME"] for p in files[f"FLAT {f}"]])
-               for f in CONFIG.filters}
+        cal = calibrate_chip(raw, k, bpm_in_flats=False)
         hp = defects["HOTPIX"].data
         bc = defects["BADCOLS"].data
-        out.append(Chip(k, fits.getdata(root / "truth" / "bpm.fits", f"CCD{k}"),
-                        fits.getdata(root / "truth" / "flat_g.fits", f"CCD{k}").astype(np.float64),
-                        hp[hp["chip"] == k], bc[bc["chip"] == k], mb, mfs, find_bad_pixels(mb, mfs)))
+        out.append(Chip(k, cal.bpm, fits.getdata(raw.root / "truth" / "flat_g.fits", f"CCD{k}").astype(np.float64),
+                        hp[hp["chip"] == k], bc[bc["chip"] == k], cal.bias, cal.flats,
+                        find_bad_pixels(cal.bias, cal.flats)))
     return out
 
 

@@ -14,10 +14,8 @@ non-finite pixels are set to the image median (they are masked).
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,18 +23,10 @@ from astropy.io import fits
 from astropy.table import Table
 from scipy import ndimage
 
-from services.calib.science import (
-    BAD,
-    NO_DATA,
-    SATURATED,
-    make_master_bias,
-    make_master_flat,
-    overscan_trimmed,
-    parse_section,
-    reduce_frame,
-)
+from services.calib.science import BAD, NO_DATA, SATURATED
 from services.calib.science.cosmics import CosmicParams, default_objlim, detect_cosmics
-from wisp.sim import SimConfig, simulate_night
+from tests.fixtures.calib import calibrate_chip, raw_night
+from wisp.sim import SimConfig
 from wisp.sim.artifacts import MASK_THRESHOLD_E
 
 pytestmark = pytest.mark.unit
@@ -104,29 +94,17 @@ def astroscrappy_defaults(f: Frame) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Frame]:
-    root = tmp_path_factory.mktemp("cosmics")
-    res = simulate_night(CONFIG, root)
-    meta = json.loads((root / "truth" / "night.json").read_text())
-    files: dict[str, list[Path]] = {}
-    for p in res.raw_files:
-        files.setdefault(fits.getheader(p)["IMAGETYP"], []).append(p)
-    h = fits.getheader(files["BIAS"][0], 1)
-    ds, bs = parse_section(h["DATASEC"]), parse_section(h["BIASSEC"])
-    bpm = fits.getdata(root / "truth" / "bpm.fits", "CCD1")
-    mb = make_master_bias([overscan_trimmed(fits.getdata(p, 1), ds, bs) for p in files["BIAS"]])
-    mf = make_master_flat([overscan_trimmed(fits.getdata(p, 1), ds, bs) for p in files["FLAT"]], mb,
-                          exptimes=[fits.getheader(p)["EXPTIME"] for p in files["FLAT"]], bad_pixel_mask=bpm)
+    raw = raw_night(CONFIG, tmp_path_factory.mktemp("cosmics"))
+    cal = calibrate_chip(raw, 1)
     out = []
-    for p in files["OBJECT"]:
-        h = fits.getheader(p, 1)
-        red = reduce_frame(fits.getdata(p, 1), datasec=ds, biassec=bs, master_bias=mb, master_flat=mf,
-                           gain=h["GAIN"], read_noise=h["RDNOISE"], saturation=h["SATURATE"], bad_pixel_mask=bpm)
-        with fits.open(root / "truth" / p.name.replace(".fits", "_truth.fits")) as t, warnings.catch_warnings():
+    for p in raw.files["OBJECT r"]:
+        red = cal.reduce(p, "r")
+        with fits.open(raw.truth_file(p)) as t, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mask = np.asarray(t["CCD1"].data)
             cosmics = Table(t["COSMICS"].data)
             sources = Table(t["SOURCES"].data)
-            fwhm = float(t[0].header["PSFFWHM"]) / meta["config"]["pixel_scale"]
+            fwhm = float(t[0].header["PSFFWHM"]) / raw.meta["config"]["pixel_scale"]
         cosmics = cosmics[cosmics["chip"] == 1]
         deposit = render_cosmics(cosmics, CONFIG.chip_nx, CONFIG.chip_ny)
         truth_all = (mask & 1) != 0
@@ -134,7 +112,8 @@ def frames(tmp_path_factory: pytest.TempPathFactory) -> list[Frame]:
         ignored = (red.dq & IGNORED) != 0
         truth = truth_all & ~ignored & (deposit > SIGMA_TRUTH * cr_free_noise(red.var, ignored))
         stars = star_zone(mask.shape, sources[sources["chip"] == 1], fwhm, 5e3) & ~truth_all
-        out.append(Frame(p.name, red.sci, red.var, red.dq, truth_all, truth, stars, fwhm, float(h["RDNOISE"])))
+        read_noise = float(fits.getheader(p, 1)["RDNOISE"])
+        out.append(Frame(p.name, red.sci, red.var, red.dq, truth_all, truth, stars, fwhm, read_noise))
     return out
 
 

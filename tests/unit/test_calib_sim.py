@@ -4,7 +4,6 @@ var(ADU) = (flat * light + dark) / gain^2 + (read_noise / gain)^2 + 1/12."""
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ from services.calib.science import (
     make_master_flat,
     overscan_correct,
     overscan_trimmed,
-    parse_section,
     reduce_frame,
 )
-from wisp.sim import SimConfig, simulate_night
+from tests.fixtures.calib import calibrate_chip, raw_night
+from wisp.sim import SimConfig
 from wisp.sim.psf import galaxy_stamp, star_radius, star_stamp
 
 # bright stars only (r 14-18.5, ~14 per chip), so that every frame has unsaturated stars of > 3e5 e-
@@ -62,21 +61,10 @@ def _trimmed(path: Path, ds: tuple[slice, slice], bs: tuple[slice, slice]) -> An
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Night:
-    root = tmp_path_factory.mktemp("calib")
-    res = simulate_night(CONFIG, root)
-    meta = json.loads((root / "truth" / "night.json").read_text())
-    files: dict[str, list[Path]] = {}
-    for p in res.raw_files:
-        h = fits.getheader(p)
-        files.setdefault(h["IMAGETYP"] if h["IMAGETYP"] == "BIAS" else f"{h['IMAGETYP']} {h['FILTER']}", []).append(p)
-    h = fits.getheader(files["BIAS"][0], K)
-    ds, bs = parse_section(h["DATASEC"]), parse_section(h["BIASSEC"])
-    bpm = fits.getdata(root / "truth" / "bpm.fits", f"CCD{K}")
-    mb = make_master_bias([_trimmed(p, ds, bs) for p in files["BIAS"]])
-    flats = {f: make_master_flat([_trimmed(p, ds, bs) for p in files[f"FLAT {f}"]], mb,
-                                 exptimes=[fits.getheader(p)["EXPTIME"] for p in files[f"FLAT {f}"]],
-                                 bad_pixel_mask=bpm) for f in CONFIG.filters}
-    return Night(root, meta["config"], meta["camera"]["chips"][0], files, ds, bs, bpm, mb, flats)
+    raw = raw_night(CONFIG, tmp_path_factory.mktemp("calib"))
+    cal = calibrate_chip(raw, K)
+    return Night(raw.root, raw.meta["config"], raw.meta["camera"]["chips"][0], raw.files, cal.ds, cal.bs, cal.bpm,
+                 cal.bias, cal.flats)
 
 
 def test_master_bias_matches_truth(night: Night) -> None:

@@ -10,7 +10,6 @@ vs truth correlation 0.95; residual fringe amplitude after removal -3.4 ... +1.1
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from services.calib.science import make_master_bias, make_master_flat, overscan_trimmed, parse_section, reduce_frame
 from services.calib.science.illumination import (
     SourceMasking,
     apply_correction,
@@ -30,8 +28,9 @@ from services.calib.science.illumination import (
     remove_fringes,
     sky_frames,
 )
+from tests.fixtures.calib import calibrate_chip, raw_night
 from wisp.errors import InvalidInput
-from wisp.sim import SimConfig, simulate_night
+from wisp.sim import SimConfig
 
 GRADIENT = 0.05
 CONFIG = SimConfig(seed=21, n_chips=1, chip_nx=256, chip_ny=256, filters=("r", "i"), n_bias=5,
@@ -66,29 +65,15 @@ class Night:
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> Night:
-    root = tmp_path_factory.mktemp("superflat")
-    res = simulate_night(CONFIG, root)
-    meta = json.loads((root / "truth" / "night.json").read_text())
-    files: dict[str, list[Path]] = {}
-    for p in res.raw_files:
-        h = fits.getheader(p)
-        files.setdefault(h["IMAGETYP"] if h["FILTER"] == "NONE" else f"{h['IMAGETYP']} {h['FILTER']}", []).append(p)
-    h = fits.getheader(files["BIAS"][0], K)
-    ds, bs = parse_section(h["DATASEC"]), parse_section(h["BIASSEC"])
-    bpm = fits.getdata(root / "truth" / "bpm.fits", f"CCD{K}")
-    mb = make_master_bias([overscan_trimmed(fits.getdata(p, K), ds, bs) for p in files["BIAS"]])
+    raw = raw_night(CONFIG, tmp_path_factory.mktemp("superflat"))
+    cal = calibrate_chip(raw, K)
     yy, xx = np.mgrid[0:NY, 0:NX]
     out = {}
     for f in CONFIG.filters:
-        flats = files[f"FLAT {f}"]
-        mf = make_master_flat([overscan_trimmed(fits.getdata(p, K), ds, bs) for p in flats], mb,
-                              exptimes=[CONFIG.flat_exptime] * len(flats), bad_pixel_mask=bpm)
         fr = Frames([], [], [], [], [], [])
-        for p in files[f"OBJECT {f}"]:
-            h = fits.getheader(p, K)
-            red = reduce_frame(fits.getdata(p, K), datasec=ds, biassec=bs, master_bias=mb, master_flat=mf,
-                               gain=h["GAIN"], read_noise=h["RDNOISE"], saturation=h["SATURATE"], bad_pixel_mask=bpm)
-            th = fits.getheader(root / "truth" / p.name.replace(".fits", "_truth.fits"), f"CCD{K}")
+        for p in raw.files[f"OBJECT {f}"]:
+            red = cal.reduce(p, f)
+            th = fits.getheader(raw.truth_file(p), f"CCD{K}")
             fr.names.append(p.name)
             fr.sci.append(red.sci)
             fr.var.append(red.var)
@@ -96,7 +81,8 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> Night:
             fr.sky.append(th["SKYC"] + th["SKYDX"] * (xx - (NX - 1) / 2) + th["SKYDY"] * (yy - (NY - 1) / 2))
             fr.fringe_amp.append(float(th.get("FRNGAMP", 0.0)))
         out[f] = fr
-    return Night(root, meta["camera"]["chips"][0], meta["camera"]["r_corner_px"], bpm, out)
+    camera = raw.meta["camera"]
+    return Night(raw.root, camera["chips"][0], camera["r_corner_px"], cal.bpm, out)
 
 
 def _flatness(fr: Frames, correction: np.ndarray | None) -> float:

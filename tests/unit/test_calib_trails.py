@@ -18,18 +18,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from services.calib.science import (
-    BAD,
-    SATURATED,
-    TRAIL,
-    make_master_bias,
-    make_master_flat,
-    overscan_trimmed,
-    parse_section,
-    reduce_frame,
-)
+from services.calib.science import BAD, SATURATED, TRAIL
 from services.calib.science.trails import TrailLine, Trails, find_trails
-from wisp.sim import SimConfig, simulate_night
+from tests.fixtures.calib import calibrate_chip, raw_night
+from wisp.sim import SimConfig
 from wisp.sim.artifacts import Trail
 
 pytestmark = pytest.mark.unit
@@ -54,27 +46,14 @@ class Chip:
 
 
 def _reduce_night(config: SimConfig, root: Path) -> list[Chip]:
-    res = simulate_night(config, root)
-    files: dict[str, list[Path]] = {}
-    for p in res.raw_files:
-        h = fits.getheader(p)
-        files.setdefault(h["IMAGETYP"] if h["IMAGETYP"] == "BIAS" else f"{h['IMAGETYP']} {h['FILTER']}", []).append(p)
+    raw = raw_night(config, root)
     chips = []
     for k in range(1, config.n_chips + 1):
-        h = fits.getheader(files["BIAS"][0], k)
-        ds, bs = parse_section(h["DATASEC"]), parse_section(h["BIASSEC"])
-        bpm = fits.getdata(root / "truth" / "bpm.fits", f"CCD{k}")
-        mb = make_master_bias([overscan_trimmed(fits.getdata(p, k), ds, bs) for p in files["BIAS"]])
+        cal = calibrate_chip(raw, k)
         for f in config.filters:
-            flats = files[f"FLAT {f}"]
-            mf = make_master_flat([overscan_trimmed(fits.getdata(p, k), ds, bs) for p in flats], mb,
-                                  exptimes=[fits.getheader(p)["EXPTIME"] for p in flats], bad_pixel_mask=bpm)
-            for p in files[f"OBJECT {f}"]:
-                hh = fits.getheader(p, k)
-                red = reduce_frame(fits.getdata(p, k), datasec=ds, biassec=bs, master_bias=mb, master_flat=mf,
-                                   gain=hh["GAIN"], read_noise=hh["RDNOISE"], saturation=hh["SATURATE"],
-                                   bad_pixel_mask=bpm)
-                with fits.open(root / "truth" / p.name.replace(".fits", "_truth.fits")) as tru:
+            for p in raw.files[f"OBJECT {f}"]:
+                red = cal.reduce(p, f)
+                with fits.open(raw.truth_file(p)) as tru:
                     th = tru[0].header
                     truth = (tru[f"CCD{k}"].data & 2) != 0
                     trail = {key: float(th[key]) for key in ("TRAILANG", "TRAILSIG", "TRAILPK") if key in th}
