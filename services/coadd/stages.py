@@ -1,5 +1,8 @@
 """The coadd adapter: every solved exposure of a field and filter onto one tangent plane, weighted and
-stacked, in e-/s on the inputs' median zeropoint."""
+stacked, in e-/s on the inputs' median zeropoint. Outliers across the dithers (cosmic rays the reduction
+missed) get weight 0 in the stack; the file keeps, per input, its mask as a DQ plane (bit COSMIC_RAY) on the
+input's own pixels: a compressed uint16 image whose EXTNAME is the reduced product's id (upper-cased by
+FITS; the card WISPIN has it as is), with the input's WCS."""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import sep
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from services.coadd.science import combine, photometric_scale, resample, target_grid
-from wisp.dq import weight
+from services.coadd.science import combine, find_outliers, photometric_scale, resample, target_grid, without_masked
+from wisp.dq import COSMIC_RAY, weight
 from wisp.errors import InvalidInput
 from wisp.pipeline.files import provenance, write_fits
 from wisp.pipeline.inputs import InputLoader
@@ -44,6 +47,14 @@ def _frame(reduced: Path, solution: Path) -> tuple[np.ndarray, np.ndarray, np.nd
     return sci * scale, var * scale**2, w / scale**2, WCS(sol), float(sol["MAGZP"])
 
 
+def _mask_hdu(mask: np.ndarray, input_id: str, wcs: WCS) -> fits.CompImageHDU:
+    header = wcs.to_header(relax=True)
+    header["WISPIN"] = (input_id, "reduced product whose pixels these are")
+    header["NOUTLIER"] = (int(mask.sum()), "pixels rejected as outliers across the inputs")
+    return fits.CompImageHDU(np.where(mask, COSMIC_RAY, 0).astype(np.uint16), header=header, name=input_id,
+                             compression_type="RICE_1")
+
+
 class CoaddRunner:
     spec = COADD
 
@@ -58,7 +69,9 @@ class CoaddRunner:
         grid, shape = target_grid([f[3] for f in frames], [f[0].shape for f in frames])
         boxes = [resample(sci, var, w, wcs, grid, shape, photometric_scale=photometric_scale(zp, zp_target))
                  for sci, var, w, wcs, zp in frames]
-        image, _, weight_map = combine(boxes, method="weighted_mean")
+        masks = find_outliers(boxes, usable=[f[2] > 0 for f in frames])
+        image, _, weight_map = combine([without_masked(b, m) for b, m in zip(boxes, masks, strict=True)])
+        ids = [reduced[f].row["id"] for f in sorted(reduced)]
         header = grid.to_header()
         for key, value, comment in provenance(self.spec, task):
             header[key] = (value, comment)
@@ -70,11 +83,13 @@ class CoaddRunner:
                 header[key.upper()[:8]] = task.group[key]
         path = write_fits(workdir / "coadd.fits", header, [
             fits.ImageHDU(image.astype(np.float32), header=grid.to_header(), name="SCI"),
-            fits.ImageHDU(weight_map.astype(np.float32), header=grid.to_header(), name="WEIGHT")])
+            fits.ImageHDU(weight_map.astype(np.float32), header=grid.to_header(), name="WEIGHT"),
+            *[_mask_hdu(m, i, f[3]) for m, i, f in zip(masks, ids, frames, strict=True)]])
         centre = grid.wcs_pix2world([[(shape[1] - 1) / 2, (shape[0] - 1) / 2]], 0)[0]
         covered = float(np.mean(weight_map > 0))
         columns = {k: task.group[k] for k in ("instrument", "filter", "night", "field") if task.group.get(k)}
         columns.update(ra_deg=float(centre[0]), dec_deg=float(centre[1]),
                        metrics={"n_inputs": len(frames), "zeropoint_mag": zp_target, "shape": list(shape),
-                                "coverage_fraction": covered})
+                                "coverage_fraction": covered,
+                                "outlier_pixels": {i: int(m.sum()) for i, m in zip(ids, masks, strict=True)}})
         return Output(path, columns)

@@ -52,6 +52,15 @@ class PixelMap:
         along_y = self.nodes[:, cy, :] * (1.0 - ty) + self.nodes[:, cy + 1, :] * ty
         return along_y[:, :, cx] * (1.0 - tx) + along_y[:, :, cx + 1] * tx
 
+    def points(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(3, n) float64: xs, ys, area at the scattered destination pixels (rows[i], cols[i]) (0-based)."""
+        cy, ty = self._cells(rows, self.origin[0], self.nodes.shape[1])
+        cx, tx = self._cells(cols, self.origin[1], self.nodes.shape[2])
+        n = self.nodes
+        along_y0 = n[:, cy, cx] * (1.0 - ty) + n[:, cy + 1, cx] * ty
+        along_y1 = n[:, cy, cx + 1] * (1.0 - ty) + n[:, cy + 1, cx + 1] * ty
+        return along_y0 * (1.0 - tx) + along_y1 * tx
+
     def _cells(self, coord: np.ndarray, start: int, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
         rel = (np.asarray(coord, dtype=np.float64) - start) / self.step
         cell = np.clip(np.floor(rel).astype(np.intp), 0, n_nodes - 2)

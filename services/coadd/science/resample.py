@@ -49,7 +49,9 @@ class Resampled:
 
     ``image`` (counts per destination pixel), ``var`` (counts**2) and ``weight`` (1/counts**2; 0 = no data)
     are float32 arrays of the box shape; the box starts at destination pixel ``origin`` = (y0, x0) of a
-    grid of ``dst_shape`` (ny, nx). ``map_error_px`` and ``map_step`` describe the mapping interpolation.
+    grid of ``dst_shape`` (ny, nx). ``map_error_px`` and ``map_step`` describe the mapping interpolation;
+    ``pixel_map`` (destination pixel -> source pixel), ``src_shape`` and ``kernel`` tell where every value
+    came from in the source image (None, (0, 0) and "" when the box was not made by :func:`resample`).
     """
 
     image: np.ndarray
@@ -59,6 +61,9 @@ class Resampled:
     dst_shape: tuple[int, int]
     map_step: int = 0
     map_error_px: float = 0.0
+    pixel_map: PixelMap | None = None
+    src_shape: tuple[int, int] = (0, 0)
+    kernel: str = ""
 
     @property
     def slices(self) -> tuple[slice, slice]:
@@ -149,7 +154,8 @@ def resample(image: np.ndarray, var: np.ndarray, weight: np.ndarray, src_wcs: WC
     out = np.zeros((3, y1 - y0, x1 - x0), np.float32)
     out[1] = np.inf
     if out[0].size == 0:
-        return Resampled(out[0], out[1], out[2], (y0, x0), dst_shape)
+        return Resampled(out[0], out[1], out[2], (y0, x0), dst_shape,
+                         src_shape=(int(image.shape[0]), int(image.shape[1])), kernel=kernel)
     pmap = build_map(dst_wcs, src_wcs, image.shape, (y0, y1, x0, x1), step=grid_step,
                      tolerance_px=map_tolerance_px, reach_px=float(get_kernel(kernel).taps))
     work = _Work(get_kernel(kernel), pmap, image.shape, *_pack(image, var, weight, get_kernel(kernel)),
@@ -162,7 +168,8 @@ def resample(image: np.ndarray, var: np.ndarray, weight: np.ndarray, src_wcs: WC
     else:
         for strip in strips:
             work.strip(strip)
-    return Resampled(out[0], out[1], out[2], (y0, x0), dst_shape, pmap.step, pmap.max_error)
+    return Resampled(out[0], out[1], out[2], (y0, x0), dst_shape, pmap.step, pmap.max_error, pmap,
+                     (int(image.shape[0]), int(image.shape[1])), kernel)
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ CATALOG = register(StageSpec(
     triggers=("product:astrometry",), ready=_catalog_ready,
     description="sources of a solved frame: positions, aperture and Kron photometry, shapes, flags"))
 COADD = register(StageSpec(
-    name="coadd", service="coadd", kind="coadd", id_prefix="coadd", version="1",
+    name="coadd", service="coadd", kind="coadd", id_prefix="coadd", version="2",
     triggers=("product:astrometry",), ready=_coadd_ready,
     description="every solved exposure of a field and filter resampled onto one tangent plane and stacked"))
 COADD_CATALOG = register(StageSpec(
