@@ -24,6 +24,7 @@ from wisp.instruments.schema import (
     OBSTYPES,
     CalibrationRule,
     FilterDef,
+    IlluminationRule,
     InstrumentDescription,
     KeywordRule,
     MatchValue,
@@ -215,7 +216,7 @@ def load_description(path: Path) -> InstrumentDescription:
         chip_keywords=chip_keywords,
         camera_id_from=c.keys(d["camera_id_from"], "camera_id_from") if "camera_id_from" in d else (),
         qc=parse_qc(d.get("qc"), c.fail, [f.name for f in filters]),
-        calibration=_calibration(c, d.get("calibration", {})),
+        calibration=_calibration(c, d.get("calibration", {}), filters),
         parameters=_parameters(c, d.get("parameters", {})),
     )
 
@@ -228,10 +229,13 @@ def _parameters(c: _Checker, value: Any) -> dict[str, dict[str, Any]]:
         c.fail("parameters", exc.message)
 
 
-def _calibration(c: _Checker, value: Any) -> dict[str, CalibrationRule]:
-    out = {}
+def _calibration(c: _Checker, value: Any, filters: tuple[FilterDef, ...]) -> dict[str, CalibrationRule]:
+    out: dict[str, CalibrationRule] = {}
     for kind, rule in c.mapping(value, "calibration", CALIBRATION_KINDS).items():
         field = f"calibration.{kind}"
+        if kind == "illumination":
+            out[kind] = _illumination(c, rule, field, filters)
+            continue
         fields = c.mapping(rule, field, ("min_frames", "validity_days"))
         default = CalibrationRule()
         out[kind] = CalibrationRule(
@@ -239,6 +243,37 @@ def _calibration(c: _Checker, value: Any) -> dict[str, CalibrationRule]:
             validity_days=c.number(fields.get("validity_days", default.validity_days), f"{field}.validity_days",
                                    positive=True))
     return out
+
+
+def _illumination(c: _Checker, rule: Any, field: str, filters: tuple[FilterDef, ...]) -> IlluminationRule:
+    """The night-sky flat rule: its filters must be filters of the description (when it lists any), its
+    fringe filters among its filters, and >= 3 frames (a sky stack needs 3 dithered frames)."""
+    fields = c.mapping(rule, field, ("filters", "fringe_filters", "min_frames", "validity_days"))
+    default = IlluminationRule()
+    known = [f.name for f in filters]
+
+    def names(key: str, allowed: list[str] | None) -> tuple[str, ...]:
+        raw = fields.get(key) or []
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list):
+            c.fail(f"{field}.{key}", f"expected a list of filter names, found {raw!r}", expected="list of text",
+                   found=raw)
+        out = tuple(c.text(v, f"{field}.{key}[{i}]") for i, v in enumerate(items))
+        for i, name in enumerate(out):
+            if allowed is not None and name not in allowed:
+                what = "a filter of this rule's 'filters'" if key == "fringe_filters" else "a filter of this camera"
+                c.fail(f"{field}.{key}[{i}]", f"'{name}' is not {what}{did_you_mean(name, allowed, list_if_none=True)}",
+                       expected=allowed, found=name)
+        return tuple(dict.fromkeys(out))
+
+    wanted = names("filters", known or None)
+    if not wanted:
+        c.fail(f"{field}.filters", "list the filters that get a night-sky flat", expected="list of filter names")
+    return IlluminationRule(
+        filters=wanted, fringe_filters=names("fringe_filters", list(wanted)),
+        min_frames=c.integer(fields.get("min_frames", default.min_frames), f"{field}.min_frames", low=3),
+        validity_days=c.number(fields.get("validity_days", default.validity_days), f"{field}.validity_days",
+                               positive=True))
 
 
 def _match(c: _Checker, value: Any) -> dict[str, tuple[MatchValue, ...]]:

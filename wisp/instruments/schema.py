@@ -70,8 +70,21 @@ class CalibrationRule:
     validity_days: float = 3.0
 
 
-#: Calibration kinds a description may configure, with the defaults used when it does not.
-CALIBRATION_KINDS = ("bias", "flat", "dark")
+@dataclass(frozen=True)
+class IlluminationRule(CalibrationRule):
+    """A night-sky flat (illumination correction, "super-flat") and, for ``fringe_filters``, a fringe frame
+    per chip, filter and night, made from the night's science frames of each of ``filters`` once at least
+    ``min_frames`` of them are taken and a later frame of the chip exists; valid ``validity_days`` days
+    either side of them. Only cameras whose description has this rule get the stage."""
+
+    min_frames: int = 4
+    filters: tuple[str, ...] = ()
+    fringe_filters: tuple[str, ...] = ()
+
+
+#: Calibration kinds a description may configure, with the defaults used when it does not
+#: (``illumination`` has no default: a camera without it gets no night-sky flat).
+CALIBRATION_KINDS = ("bias", "flat", "dark", "illumination")
 
 
 @dataclass(frozen=True)
@@ -175,7 +188,8 @@ class InstrumentDescription:
             "chip_keywords": {k: rule(r) for k, r in self.chip_keywords.items()},
             "camera_id_from": list(self.camera_id_from),
             "qc": qc_to_dict(self.qc),
-            "calibration": {k: vars(v) for k, v in self.calibration.items()},
+            "calibration": {k: {f: list(x) if isinstance(x, tuple) else x for f, x in vars(v).items()}
+                            for k, v in self.calibration.items()},
             "parameters": self.parameters,
         }
 

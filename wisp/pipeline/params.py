@@ -42,11 +42,53 @@ class ReduceParams:
     trail_nsigma: float = 7.0
 
 
+@dataclass(frozen=True)
+class IlluminationParams:
+    """Night-sky flat and fringe frame (``services/calib/science/illumination.py``). Sources are masked where
+    ``sep`` finds >= 5 px above ``mask_thresh`` sigma, grown by ``mask_dilate_px``; the masked,
+    sky-normalised frames are stacked by ``method``; the super-flat is a polynomial of ``order`` fitted to
+    ``box`` px cell medians of the stack; the fringe frame is smoothed by a Gaussian of ``fringe_smooth_px``
+    (0: none). The frames are reduced in memory with the reduce stage's overscan parameters."""
+
+    method: Literal["median", "sigclip_mean"] = "median"
+    box: int = 32
+    order: int = 3
+    mask_thresh: float = 2.0
+    mask_dilate_px: int = 4
+    fringe_smooth_px: float = 1.5
+
+
+@dataclass(frozen=True)
+class DarkParams:
+    """Master dark stacking: the dark-current rates (ADU/s) are clipped at ``sigma`` x each frame's noise,
+    at most ``maxiters`` passes."""
+
+    sigma: float = 3.0
+    maxiters: int = 5
+
+
+@dataclass(frozen=True)
+class BadPixelParams:
+    """Bad-pixel map (``services/calib/science/badpix.py``): hot pixels ``hot_sigma`` above their local
+    model in the master bias (or dark), cold ones ``cold_sigma`` below it in the master flat, in units of
+    the master's pixel noise; bad column segments ``badcol_sigma`` robust sigma off their neighbours over
+    at least ``badcol_min_rows`` rows; the map grown by ``grow`` px (0: not grown)."""
+
+    hot_sigma: float = 5.0
+    cold_sigma: float = 5.0
+    badcol_sigma: float = 5.0
+    badcol_min_rows: int = 20
+    grow: int = 0
+
+
 #: stage name -> its parameter dataclass
 PARAMETERS: dict[str, type[Any]] = {
     "master_bias": CombineParams,
     "master_flat": CombineParams,
+    "master_dark": DarkParams,
+    "bad_pixel_map": BadPixelParams,
     "reduce": ReduceParams,
+    "illumination": IlluminationParams,
 }
 
 

@@ -7,6 +7,11 @@ throws away the chip-to-chip differences in response (QE) and in the gain calibr
 illuminates the whole focal plane in one exposure, so its count rate in electrons, ``level_rate x gain``
 (e-/s; ``level_rate`` is the median bias-subtracted ADU/s of the chip's flat), compares the chips directly.
 
+**In the pipeline** the master flat of chip k measures its factor from the dome-flat *exposures* it is made
+of (:func:`exposure_factors` of :func:`sampled_level` of every chip's frame of those exposures): the factor
+depends on raw frames only, not on the other chips' master products, and lamp changes between exposures
+cancel. :func:`harmonise_mosaic` does the same from master flats, with a border diagnostic.
+
 **Returned factors.** For chip k, ``g_k = level_rate_k x gain_k / ref`` with ``ref`` the same product for
 the reference chip (or, by default, the median over the mosaic). Multiply chip k's *normalised* master flat
 by ``g_k`` (``flat_k x g_k``, i.e. divide the flat-fielded science chip by ``g_k``): then every chip's flat
@@ -33,7 +38,7 @@ free of vignetting). A least-squares fit over all borders gives ``qe_k`` (mosaic
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -41,6 +46,7 @@ import numpy as np
 
 from services.calib.science.masters import MasterFlat
 from services.calib.science.overscan import MAD_TO_SIGMA
+from services.calib.science.sources import RowSource, read_rows
 
 K = TypeVar("K", bound=Hashable)
 
@@ -97,6 +103,29 @@ def gain_factors(level_rates: Mapping[K, float], gains: Mapping[K, float], *,
     else:
         raise ValueError(f"reference chip {reference!r} is not among the chips")
     return {k: r / ref for k, r in rates.items()}, rates
+
+
+def sampled_level(view: RowSource, *, n_bands: int = 8, band_rows: int = 16) -> float:
+    """Median (ADU) of ``n_bands`` evenly spaced bands of ``band_rows`` rows of an overscan-corrected, trimmed
+    frame (:func:`~.overscan.overscan_trimmed`): a chip's flat level from ~128 rows instead of the whole chip
+    (vignetting inside the chip is sampled evenly, so it agrees with the whole-chip median to ~0.1 %)."""
+    ny = view.shape[0]
+    starts = np.linspace(0, max(ny - band_rows, 0), n_bands).astype(int)
+    bands = [read_rows(view, int(r0), min(int(r0) + band_rows, ny)) for r0 in np.unique(starts)]
+    values = np.concatenate([b.ravel() for b in bands])
+    return float(np.nanmedian(values))
+
+
+def exposure_factors(levels: Sequence[Mapping[K, float]], gains: Mapping[K, float]) -> dict[K, float]:
+    """``g_k`` from dome-flat exposures of the whole mosaic: in each exposure, ``level_k x gain_k`` over the
+    median of that product across its chips (:func:`gain_factors`); then, per chip, the median over the
+    exposures (so lamp changes between exposures cancel). ``levels``: one ``{chip: ADU}`` per exposure."""
+    per_chip: dict[K, list[float]] = {}
+    for exposure in levels:
+        factors, _ = gain_factors(exposure, {k: gains[k] for k in exposure})
+        for k, g in factors.items():
+            per_chip.setdefault(k, []).append(g)
+    return {k: float(np.median(v)) for k, v in per_chip.items()}
 
 
 def _side_profile(rate: np.ndarray, good: np.ndarray | None) -> np.ndarray:

@@ -8,6 +8,12 @@ Pixel chain (ADU until the gain): ``adu = raw[datasec] - overscan level(row) - m
 
 The photon term uses the pixel's own value (as is usual; it slightly favours low pixels in weighted sums).
 The overscan level's own noise (~ rn / sqrt(n_cols x smooth_rows), row-correlated) is not included.
+
+With a dark (``dark`` ADU for this exposure, e.g. :func:`~.darks.dark_for_exposure`, and its variance
+``dark_var`` ADU^2), ``adu`` also has the dark subtracted, and VAR gains ``gain^2 var(dark) / flat^2`` (the
+master dark's noise) and ``max(dark x gain, 0) / flat^2`` (the shot noise of the dark charge, which the
+photon term no longer sees once the charge is subtracted). The dark is folded into the bias before the
+compiled pass (``bias + dark``, ``var(bias) + var(dark)``), so the pass itself is the same.
 After the overscan level (numpy, per row), the whole chain runs in one compiled pass over the pixels
 (:func:`~.kernels.reduce_pixels`), float32 arithmetic in the order written above.
 """
@@ -44,13 +50,15 @@ def _check(name: str, arr: np.ndarray | None, shape: tuple[int, ...]) -> None:
 def reduce_frame(raw: RowSource, *, datasec: tuple[slice, slice], biassec: tuple[slice, slice],
                  master_bias: MasterBias, master_flat: MasterFlat, gain: float, read_noise: float,
                  saturation: float, bad_pixel_mask: np.ndarray | None = None,
-                 overscan_method: OverscanMethod = "median_rows", overscan_order: int = 1) -> Reduced:
+                 overscan_method: OverscanMethod = "median_rows", overscan_order: int = 1,
+                 dark: np.ndarray | None = None, dark_var: np.ndarray | None = None) -> Reduced:
     """Overscan-correct, trim, bias-subtract, convert to electrons and flat-field one raw chip.
 
     ``raw``: full frame in ADU (data + overscan); ``datasec``/``biassec``: 0-based (rows, cols) slices;
     ``gain`` e-/ADU; ``read_noise`` e-; ``saturation`` ADU on the raw scale (pixels with raw >= it are
     SATURATED); ``bad_pixel_mask`` (data-section shape): nonzero -> BAD. Non-finite raw values and pixels
-    whose bias or flat is unusable (non-finite, flat <= 0) are NO_DATA.
+    whose bias or flat is unusable (non-finite, flat <= 0) are NO_DATA. ``dark`` (ADU, bias-free, already
+    scaled to this exposure) and ``dark_var`` (ADU^2): subtracted with the bias (see the module doc).
     """
     if not (gain > 0 and read_noise >= 0 and np.isfinite(saturation)):
         raise ValueError(f"need gain > 0, read_noise >= 0, finite saturation; got {gain}, {read_noise}, {saturation}")
@@ -63,21 +71,31 @@ def reduce_frame(raw: RowSource, *, datasec: tuple[slice, slice], biassec: tuple
         full, r0, c0 = np.ascontiguousarray(full[datasec]), 0, 0
     shape = (len(range(r0, r1, rs)), len(range(c0, c1, cs)))
     for name, arr in (("master bias", master_bias.image), ("master flat", master_flat.image),
-                      ("bad pixel mask", bad_pixel_mask)):
+                      ("bad pixel mask", bad_pixel_mask), ("dark", dark), ("dark variance", dark_var)):
         _check(name, arr, shape)
     dummy = np.zeros((1, 1), np.float32)
     bias = _f32(master_bias.image)
     flat = _f32(master_flat.image)
     bias_var = dummy if master_bias.var is None else _f32(master_bias.var)
+    has_bias_var = master_bias.var is not None
+    if dark is not None:
+        bias = bias + _f32(dark)
+        if dark_var is not None:
+            bias_var = (bias_var + _f32(dark_var)) if has_bias_var else _f32(dark_var)
+            has_bias_var = True
     flat_var = dummy if master_flat.var is None else _f32(master_flat.var)
     bad = np.zeros((1, 1), np.bool_) if bad_pixel_mask is None else np.asarray(bad_pixel_mask) != 0
     sci = np.empty(shape, np.float32)
     var = np.empty(shape, np.float32)
     dq = np.empty(shape, np.uint16)
     kernels.reduce_pixels(full, r0, c0, np.ascontiguousarray(level, dtype=np.float64), full.dtype.type(saturation),
-                          bias, bias_var, master_bias.var is not None, flat, flat_var, master_flat.var is not None,
+                          bias, bias_var, has_bias_var, flat, flat_var, master_flat.var is not None,
                           bad, bad_pixel_mask is not None, np.float32(gain), np.float32(read_noise**2 + gain**2 / 12.0),
                           SATURATED, BAD, NO_DATA, sci, var, dq)
+    if dark is not None:  # the dark charge's shot noise
+        charge = np.maximum(_f32(dark) * np.float32(gain), np.float32(0.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var += np.where(np.isfinite(var), charge / (flat * flat), np.float32(0.0)).astype(np.float32)
     return Reduced(sci=sci, var=var, dq=dq, overscan=level)
 
 
