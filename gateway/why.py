@@ -1,4 +1,5 @@
-"""``GET /v1/why/{id}``: why this calibration (or why none) for a science frame, in words."""
+"""``GET /v1/why/{id}``: why these calibrations (bias, flat, bad-pixel map, dark, night-sky flat) or why
+none, for a science frame, in words."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from gateway.frames import engine
 from wisp.db import session_scope, table
 from wisp.errors import BadRequest, NotFound
 from wisp.ids import is_valid_id
-from wisp.pipeline.rules.calib import select_calibration
+from wisp.pipeline.rules.calib import BPM_KIND, select_calibration, uses_darks
+from wisp.pipeline.rules.illumination import NOT_ASKED, illumination_for
 
 router = APIRouter(tags=["calibration"])
-KINDS = (("bias", "master_bias", False), ("flat", "master_flat", True))
+#: (kind as recorded in calib_selections, product kind, chosen per filter); darks only for cameras with darks
+KINDS = (("bias", "master_bias", False), ("dark", "master_dark", False), ("flat", "master_flat", True),
+         ("bpm", BPM_KIND, True))
 
 
 @router.get("/v1/why/{entity_id}", summary="Why these calibrations were chosen for a frame (or why none)")
@@ -40,10 +44,17 @@ def why(entity_id: str, eng: Annotated[Engine, Depends(engine)]) -> dict[str, An
             select(c.c.kind, c.c.chosen_id, c.c.reason, c.c.candidates, c.c.decided_at)
             .where(c.c.frame_id == frame_id).order_by(c.c.decided_at, c.c.id))]
         now = []
+        darks = uses_darks(s, frame.instrument)
         for kind, product_kind, by_filter in KINDS:
+            if kind == "dark" and not darks:
+                continue
             sel = select_calibration(s, product_kind, frame.instrument, frame.chip,
                                      frame.filter if by_filter else None, frame.date_obs, frame.night)
             now.append({"kind": kind, "chosen_id": sel.chosen_id, "reason": sel.reason, "candidates": sel.candidates})
+        illumination = illumination_for(s, frame)
+        if illumination.status != NOT_ASKED:
+            now.append({"kind": "illumination", "chosen_id": illumination.chosen_id, "reason": illumination.reason,
+                        "candidates": illumination.candidates})
     for r in recorded:
         r["decided_at"] = r["decided_at"].isoformat()
     return {"frame": {"id": frame.id, "instrument": frame.instrument, "chip": frame.chip, "filter": frame.filter,

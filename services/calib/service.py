@@ -1,8 +1,16 @@
-"""The calib service: master bias, master flat and reduction, behind the generic pipeline adapter."""
+"""The calib service: master bias, dark and flat, bad-pixel maps, night-sky flats and
+reduction, behind the generic pipeline adapter."""
 
 from __future__ import annotations
 
-from services.calib.stages import MasterBiasRunner, MasterFlatRunner, ReduceRunner
+from services.calib.illumination_stage import IlluminationRunner
+from services.calib.stages import (
+    BadPixelMapRunner,
+    MasterBiasRunner,
+    MasterDarkRunner,
+    MasterFlatRunner,
+    ReduceRunner,
+)
 from wisp.config import Settings
 from wisp.instruments import load_registry
 from wisp.pipeline.service import PipelineService
@@ -11,8 +19,9 @@ from wisp.runtime import run_service
 
 def make_service(settings: Settings) -> PipelineService:
     registry = load_registry(settings.instrument_paths)
-    return PipelineService("calib", [MasterBiasRunner(registry), MasterFlatRunner(registry), ReduceRunner(registry)],
-                           settings)
+    return PipelineService("calib", [MasterBiasRunner(registry), MasterFlatRunner(registry), ReduceRunner(registry),
+                                     IlluminationRunner(registry), MasterDarkRunner(registry),
+                                     BadPixelMapRunner(registry)], settings)
 
 
 def main() -> None:

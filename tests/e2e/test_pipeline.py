@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -87,8 +88,8 @@ def test_the_night_completes_by_itself_exactly_once_and_matches_the_truth(night:
     try:
         made = run_night(stack, night)
         solved = _solved(stack)
-        expected = {"master_bias": 4, "master_flat": 8, "reduced": 40, "astrometry": 40, "catalog": solved,
-                    "coadd": 2, "coadd_catalog": 2, "refcat": 1}
+        expected = {"master_bias": 4, "master_flat": 8, "bad_pixel_map": 8, "reduced": 40, "astrometry": 40,
+                    "catalog": solved, "coadd": 2, "coadd_catalog": 2, "refcat": 1}
         assert made == expected
         for kind, n in expected.items():
             if kind != "refcat":
@@ -130,16 +131,21 @@ def _check_lineage(stack: Stack) -> None:
     kinds = [n["kind"] for n in up]
     assert kinds.count("raw_frame") == 4 * 5 + 4 * 3 + 4 * 3  # science + flats of the filter + biases
     assert kinds.count("master_bias") == 4 and kinds.count("master_flat") == 4 and kinds.count("refcat") == 1
+    assert kinds.count("bad_pixel_map") == 4
     flat = next(p for p in truth.products(stack.data_dir, "master_flat") if p.filter == coadd.filter)
     down = httpx.get(f"{stack.url}/v1/lineage/{flat.id}", params={"direction": "down"}).json()["nodes"]
     derived = {n["kind"] for n in down[1:]}
-    assert derived >= {"reduced", "astrometry", "catalog", "coadd", "coadd_catalog"}
-    assert sum(n["kind"] == "reduced" for n in down) == 5
+    assert derived >= {"bad_pixel_map", "reduced", "astrometry", "catalog", "coadd", "coadd_catalog"}
+    assert sum(n["kind"] == "reduced" for n in down) == 5 and sum(n["kind"] == "bad_pixel_map" for n in down) == 1
+    bpm = next(n for n in down if n["kind"] == "bad_pixel_map")
     reduced = next(n for n in down if n["kind"] == "reduced")
     why = httpx.get(f"{stack.url}/v1/why/{reduced['id']}").json()
     flat_choice = next(c for c in why["recorded"] if c["kind"] == "flat")
     assert flat_choice["chosen_id"] == flat.id
     assert flat_choice["reason"].startswith(f"{flat.id} is the usable master flat")
+    bpm_choice = next(c for c in why["recorded"] if c["kind"] == "bpm")
+    assert bpm_choice["chosen_id"] == bpm["id"]
+    assert bpm_choice["reason"].startswith(f"{bpm['id']} is the usable bad pixel map")
 
 
 def _wait_stable(stack: Stack, done: Callable[[dict[str, int]], bool], timeout_s: float = 600) -> dict[str, int]:
@@ -156,17 +162,22 @@ def _wait_stable(stack: Stack, done: Callable[[dict[str, int]], bool], timeout_s
 
 
 def _check_invalidation(stack: Stack, next_night: SimResult) -> None:
-    """Invalidate the master flat a g frame of CCD1 used: exactly its derived products become outdated, a
-    reprocess job remakes exactly those (with the next night's flat), and `wisp why` explains the choice."""
+    """Invalidate the master flat a g frame of CCD1 used: exactly its derived products become outdated (its
+    bad-pixel map and everything made from its frames), a reprocess job replaces exactly those (the map by the
+    next night's map, which exists; the rest remade with the next night's flat and map), and `wisp why`
+    explains the choice."""
     before = counts(stack)
     assert stack.wisp("ingest", str(next_night.raw_files[0].parent)).returncode == 0
     after = _wait_stable(stack, lambda c: c.get("reduced", 0) >= before["reduced"] + 4)
-    # one more g flat per chip, and the next night's frames are reduced with it (same night first), once
+    # one more g flat (and map) per chip, and the next night's frames are reduced with it (same night first), once
     assert after["master_flat"] == before["master_flat"] + 4 and after["reduced"] == before["reduced"] + 4
+    assert after["bad_pixel_map"] == before["bad_pixel_map"] + 4
     flat = next(p for p in truth.products(stack.data_dir, "master_flat")
                 if p.chip == "CCD1" and p.filter == "g" and _night(stack, p.id) == NIGHT.night_date)
     down = httpx.get(f"{stack.url}/v1/lineage/{flat.id}", params={"direction": "down"}).json()["nodes"]
     derived = {n["id"] for n in down[1:]}
+    bpm = next(n["id"] for n in down[1:] if n["kind"] == "bad_pixel_map")
+    print("outdated by kind:", dict(sorted(Counter(n["kind"] for n in down[1:]).items())))
     inv = stack.wisp("invalidate", flat.id, "--reason", "lamp flicker during the flats", "--json")
     assert inv.returncode == 0, inv.stderr
     outdated = json.loads(inv.stdout)["outdated"]
@@ -179,8 +190,12 @@ def _check_invalidation(stack: Stack, next_night: SimResult) -> None:
         print(f"  {r['stage']:<14} {r['outdated']} -> {r['by']}  {r.get('chip', '')} {r.get('filter', '')}")
     assert job["status"] == "succeeded" and job["pending"] == [] and job["extra"] == []
     assert {r["outdated"] for r in job["remade"]} == derived
+    # the map is replaced by the next night's map of the chip and filter, which exists: made from the same
+    # flat, it is the same product; everything else is made again
+    next_bpm = next(r["by"] for r in job["remade"] if r["outdated"] == bpm)
+    assert _night(stack, next_bpm) == NEXT_NIGHT.night_date and job["target"]["existing"] == {bpm: next_bpm}
     final = _wait_stable(stack, lambda c: True, timeout_s=120)
-    assert sum(final.values()) == sum(after.values()) + len(derived)  # those products and nothing else
+    assert sum(final.values()) == sum(after.values()) + len(derived) - 1  # those products and nothing else
     new_reduced = next(r["by"] for r in job["remade"] if r["stage"] == "reduce")
     why = stack.wisp("why", new_reduced)
     print(why.stdout)
@@ -188,6 +203,8 @@ def _check_invalidation(stack: Stack, next_night: SimResult) -> None:
     answer = httpx.get(f"{stack.url}/v1/why/{new_reduced}").json()
     chosen = [c for c in answer["recorded"] if c["kind"] == "flat"][-1]["chosen_id"]
     assert chosen != flat.id and _night(stack, chosen) == NEXT_NIGHT.night_date
+    assert [c for c in answer["recorded"] if c["kind"] == "bpm"][-1]["chosen_id"] == next_bpm
+    assert f"not {bpm}: status is outdated" in why.stdout
 
 
 def _night(stack: Stack, product_id: str) -> str:

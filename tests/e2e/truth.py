@@ -95,18 +95,21 @@ def catalogue_vs_truth(data_dir: Path, sim_dir: Path, read_noise_e: float, pixsc
 def zeropoint_errors(data_dir: Path, sim_dir: Path) -> np.ndarray:
     """Solved MAGZP (mag for 1 e-/s at the airmass) minus the truth, per solved chip.
 
-    The truth for a reduced chip is ZP − k·airmass + 2.5 log10(median of the chip's true flat): reduction
-    divides by a master flat normalised to median 1, so the chip's mean response stays in its counts.
+    The truth for a reduced chip is ZP − k·airmass + 2.5 log10(m), m the median over the mosaic's chips of
+    the median of each chip's true flat: reduction divides by a master flat normalised to median 1 and by
+    the chip's mosaic flat factor (its flat level in e-/s over the chips' median), so every chip keeps the
+    mosaic's median response in its counts — one photometric scale.
     """
     out = []
     for sol in products(data_dir, "astrometry"):
         header = fits.getheader(sol.path)
         if "MAGZP" not in header:
             continue
-        flat = fits.getdata(sim_dir / "truth" / f"flat_{sol.filter}.fits", sol.chip)
+        with fits.open(sim_dir / "truth" / f"flat_{sol.filter}.fits") as flats:
+            m = np.median([np.median(h.data) for h in flats if h.data is not None])
         with truth_of(sim_dir, sol) as truth:
             t = truth[0].header
-            expected = t["ZP"] - t["EXTCOEF"] * t["AIRMASS"] + 2.5 * np.log10(np.median(flat))
+            expected = t["ZP"] - t["EXTCOEF"] * t["AIRMASS"] + 2.5 * np.log10(m)
         out.append(float(header["MAGZP"]) - expected)
     return np.array(out)
 

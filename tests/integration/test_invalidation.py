@@ -1,6 +1,7 @@
 """Invalidation and reprocessing on real rows (SQLite and PostgreSQL): a bad master flat makes exactly its
-derived products outdated, the reprocess job plans their replacements with the other flat, and the job
-report pairs every outdated product with its replacement."""
+derived products (its bad-pixel map, the reductions) outdated, the reprocess job plans their replacements
+with the other flat (and that flat's bad-pixel map, which exists), and the job report pairs every outdated
+product with its replacement."""
 
 from __future__ import annotations
 
@@ -46,15 +47,36 @@ def _make(engine: Engine, store: FilesystemStore, tmp_path: Path, task: Task, co
         assert record_product(s, spec, task, Output(path, {**cols, **columns}), ref, utcnow())
 
 
+def _input(engine: Engine, product_id: str, role: str) -> str | None:
+    """The input of ``role`` of a product, from its lineage."""
+    e = table("lineage_edges")
+    with session_scope(engine) as s:
+        return s.scalar(select(e.c.entity_id).where(e.c.role == role, e.c.activity_id.in_(
+            select(e.c.activity_id).where(e.c.entity_id == product_id, e.c.relation == "wasGeneratedBy"))))
+
+
 def _plan_all(engine: Engine, trigger: Trigger, stage_name: str) -> list[Task]:
     with session_scope(engine) as s:
         return [t for t in plan(s, trigger) if t.stage == stage_name]
 
 
+def _make_bpms(engine: Engine, store: FilesystemStore, tmp_path: Path, flat_id: str) -> list[Task]:
+    """What the calib service does on a new master flat: its bad-pixel map (night from the flat, as the
+    runner writes it)."""
+    p = table("products")
+    with session_scope(engine) as s:
+        night = s.scalar(select(p.c.night).where(p.c.id == flat_id))
+    tasks = _plan_all(engine, Trigger("product", flat_id, "master_flat"), "bad_pixel_map")
+    for task in tasks:
+        _make(engine, store, tmp_path, task, {"night": night})
+    return tasks
+
+
 @pytest.fixture
 def night_db(db_url: str, tmp_path: Path, small_night: SimResult) -> tuple[Engine, FilesystemStore]:
     """The small night ingested, with master biases, two master flats per chip and filter (the second
-    made later, with other parameters) and every science frame reduced with the first flat."""
+    made later, with other parameters), a bad-pixel map of each, and every science frame reduced with the
+    first flat and its map."""
     engine = make_engine(db_url)
     store = FilesystemStore(tmp_path / "objects")
     ingestor = Ingestor(engine, store, load_registry(), max_pixels_per_hdu=10**8)
@@ -73,6 +95,7 @@ def night_db(db_url: str, tmp_path: Path, small_night: SimResult) -> tuple[Engin
     for fr in flat_frames:
         for task in _plan_all(engine, Trigger("raw_frame", fr.id, "flat"), "master_flat"):
             _make(engine, store, tmp_path, task, {})
+            assert len(_make_bpms(engine, store, tmp_path, task.product_id)) == 1
     for fr in [r for r in frames if r.obstype == "science"]:
         for task in _plan_all(engine, Trigger("raw_frame", fr.id, "science"), "reduce"):
             _make(engine, store, tmp_path, task, {})
@@ -92,11 +115,12 @@ def night_db(db_url: str, tmp_path: Path, small_night: SimResult) -> tuple[Engin
                                 | {"valid_from": first.valid_from.isoformat(), "valid_to": first.valid_to.isoformat()},
                                 params={"sigma": 2.5})
         _make(engine, store, tmp_path, task, {})
+        _make_bpms(engine, store, tmp_path, task.product_id)
     return engine, store
 
 
-def test_invalidating_a_flat_remakes_exactly_its_reduced_frames(night_db: tuple[Engine, FilesystemStore],
-                                                                tmp_path: Path) -> None:
+def test_invalidating_a_flat_outdates_its_map_and_remakes_its_frames(night_db: tuple[Engine, FilesystemStore],
+                                                                     tmp_path: Path) -> None:
     engine, store = night_db
     p, e = table("products"), table("lineage_edges")
     with session_scope(engine) as s:
@@ -105,13 +129,19 @@ def test_invalidating_a_flat_remakes_exactly_its_reduced_frames(night_db: tuple[
         first = reduced[0]
         flat_id = s.scalar(select(e.c.entity_id).where(
             e.c.role == "flat", e.c.activity_id.in_(select(e.c.activity_id).where(e.c.entity_id == first.id))))
-        users = {r.id for r in reduced if s.scalar(select(e.c.entity_id).where(
-            e.c.role == "flat", e.c.entity_id == flat_id,
-            e.c.activity_id.in_(select(e.c.activity_id).where(e.c.entity_id == r.id))))}
+        users = {r.id for r in reduced if _input(engine, r.id, "flat") == flat_id}
+        flat = s.execute(select(p).where(p.c.id == flat_id)).one()
+        bpms = {r.id: r for r in s.execute(select(p).where(p.c.kind == "bad_pixel_map", p.c.chip == flat.chip,
+                                                           p.c.filter == flat.filter))}
+    bpm_of = {_input(engine, b, "flat"): b for b in bpms}
     assert first.id in users and len(users) < len(reduced)  # one chip and filter only
+    assert len(bpms) == 2 and flat_id in bpm_of  # one map per master flat of the chip, filter and night
+    bad_bpm, other_bpm = bpm_of.pop(flat_id), bpm_of.popitem()[1]
+    assert bpms[bad_bpm].night == flat.night and bpms[bad_bpm].valid_to == flat.valid_to
 
     with session_scope(engine) as s:
         inv = invalidate(s, flat_id, "dust on the dome screen")
+    reductions, users = users, users | {bad_bpm}
     assert set(inv.outdated) == users
     with session_scope(engine) as s:
         rows = {r.id: r for r in s.execute(select(p))}
@@ -126,11 +156,13 @@ def test_invalidating_a_flat_remakes_exactly_its_reduced_frames(night_db: tuple[
 
     with session_scope(engine) as s:
         job = reprocess(s)
-    assert set(job.outdated) == users and set(job.roots) == users and not job.blocked
-    assert sorted(job.replaces.values()) == sorted(users)
+    # the map is the root; its replacement (the other flat's map) exists, so the reductions are roots too
+    assert set(job.outdated) == users and job.roots[0] == bad_bpm and set(job.roots) == users and not job.blocked
+    assert job.existing == {bad_bpm: other_bpm}
+    assert sorted(job.replaces.values()) == sorted(reductions)
     for task in job.tasks:
         assert task.stage == "reduce" and task.job_id == job.job_id
-        assert task.inputs_with("flat")[0].id != flat_id
+        assert task.inputs_with("flat")[0].id != flat_id and task.inputs_with("bpm")[0].id == other_bpm
     with session_scope(engine) as s:
         queued = list(s.execute(select(table("outbox")).where(
             table("outbox").c.subject == make_product_subject("calib", "reduce"))))

@@ -1,4 +1,4 @@
-"""``wisp why ID``: which master bias and flat a frame got and why, or why none, in words."""
+"""``wisp why ID``: which master bias, flat, bad-pixel map (and dark) a frame got and why, or why none."""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@
   chip, filter, ...): the rule now chooses other calibrations. Those commands carry the job id; the
   products they make announce themselves and forward chaining remakes the rest of the outdated graph
   (every command caused by the job carries its id, so ``activities.job_id`` lists what the job made).
+  When the rule's answer exists already (e.g. the bad-pixel map of the flat that now replaces a bad one),
+  the root is replaced by that product, and the outdated products that used the root become roots in turn
+  (once all their outdated inputs are replaced so): nothing would announce the existing product again.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Reprocess:
     tasks: list[Task] = field(default_factory=list)
     replaces: dict[str, str] = field(default_factory=dict)  # new product id -> the outdated root it replaces
     blocked: dict[str, str] = field(default_factory=dict)
+    existing: dict[str, str] = field(default_factory=dict)  # outdated root -> the existing product replacing it
 
 
 def product_row(session: Session, product_id: str) -> Row[Any]:
@@ -147,6 +151,15 @@ def replacement(session: Session, root: Row[Any]) -> Task | None:
     return None
 
 
+def _users(session: Session, product_id: str, among: set[str]) -> list[Row[Any]]:
+    """The products of ``among`` that used ``product_id`` directly (oldest first)."""
+    e, p = table("lineage_edges"), table("products")
+    acts = select(e.c.activity_id).where(e.c.entity_id == product_id, e.c.relation == "used")
+    made = select(e.c.entity_id).where(e.c.activity_id.in_(acts), e.c.relation == "wasGeneratedBy")
+    return list(session.execute(select(p).where(p.c.id.in_(made), p.c.id.in_(among))
+                                .order_by(p.c.created_at, p.c.id)))
+
+
 def outdated_roots(session: Session, outdated: Iterable[str]) -> list[Row[Any]]:
     """The outdated products that none of the other outdated products went into (oldest first)."""
     ids = set(outdated)
@@ -197,14 +210,25 @@ def reprocess(session: Session, product_ids: Iterable[str] | None = None, *,
         id=job_id, kind="reprocess", status="running", progress=0.0, message="", created_at=now, updated_at=now,
         target={"outdated": ids, "roots": job.roots, "requested_by": requested_by, "params": overrides}))
     seen: set[str] = set()
-    for root in roots:
+    outdated, queue, queued = set(ids), deque(roots), {r.id for r in roots}
+    while queue:
+        root = queue.popleft()
         task = replacement(session, root)
         if task is None:
             job.blocked[root.id] = (f"{root.stage} of {root.id}: its rule cannot choose inputs now "
                                     "(see `wisp why` for calibrations); it will be remade when they appear")
             continue
         task = for_job(session, task, job_id)
-        if task.product_id in seen or session.scalar(select(p.c.id).where(p.c.id == task.product_id)):
+        status = session.scalar(select(p.c.status).where(p.c.id == task.product_id))
+        if status == "ok" and task.product_id not in seen:
+            job.existing[root.id] = task.product_id
+            for user in _users(session, root.id, outdated - queued):
+                if all(i.entity_id in job.existing or i.entity_id not in outdated for i in _inputs(session, user.id)):
+                    queue.append(user)
+                    queued.add(user.id)
+                    job.roots.append(user.id)
+            continue
+        if task.product_id in seen or status is not None:
             continue
         seen.add(task.product_id)
         job.replaces[task.product_id] = root.id
@@ -216,10 +240,10 @@ def reprocess(session: Session, product_ids: Iterable[str] | None = None, *,
     j = table("jobs")
     session.execute(update(j).where(j.c.id == job_id).values(
         status="running" if job.tasks else ("failed" if job.blocked else "succeeded"),
-        message=(f"remaking {len(job.tasks)} of {len(roots)} root products of {len(ids)} outdated; "
-                 f"{len(job.blocked)} blocked"),
+        message=(f"remaking {len(job.tasks)} of {len(job.roots)} root products of {len(ids)} outdated; "
+                 f"{len(job.existing)} replaced by products that exist; {len(job.blocked)} blocked"),
         target={"outdated": ids, "roots": job.roots, "requested_by": requested_by, "params": overrides,
-                "replaces": job.replaces}))
+                "replaces": job.replaces, "existing": job.existing}))
     return job
 
 
@@ -248,9 +272,13 @@ def job_report(session: Session, job_id: str) -> dict[str, Any]:
     old = list(session.execute(select(p).where(p.c.id.in_(job.target.get("outdated", [])))
                                .order_by(p.c.created_at, p.c.id)))
     new = job_products(session, job_id)
+    existing = job.target.get("existing") or {}
+    before = {r.id: r for r in session.execute(select(p).where(p.c.id.in_(list(existing.values()))))}
     remade, pending, used = [], [], set()
     for o in old:
         match = next((n for n in new if n.id not in used and _same_group(o, n)), None)
+        if match is None and existing.get(o.id) in before:
+            match = before[existing[o.id]]
         if match is None:
             pending.append(o.id)
         else:

@@ -1,5 +1,5 @@
 """Rule modules: importing this package declares every stage of the pipeline."""
 
-from wisp.pipeline.rules import calib, sky
+from wisp.pipeline.rules import calib, illumination, sky
 
-__all__ = ["calib", "sky"]
+__all__ = ["calib", "illumination", "sky"]

@@ -1,4 +1,4 @@
-"""Calibration stages: master bias, master flat, and the reduction of science frames.
+"""Calibration stages: master bias, master dark, master flat, bad-pixel map, and the reduction of science frames.
 
 When is a calibration block complete? When a chip has at least ``min_frames`` usable frames of that kind
 (and filter, for flats) in a night, and a later frame of the same chip exists: the sequence has moved on.
@@ -7,6 +7,16 @@ section of the camera's description (defaults: 3 frames, 3 days). Selection for 
 follows DESIGN.md §6 (:func:`select_calibration`): same camera, chip (and filter), valid at DATE-OBS,
 not flagged, not marked bad, not outdated; a master of the frame's own night first (waiting for it while
 that night's block is complete but its master not made yet), else the newest creation eclipses older ones.
+
+A master flat also takes, in role ``mosaic``, the other chips' frames of its flat exposures: it measures the
+chip's mosaic gain factor from them (one photometric scale for every chip; no wait for other products).
+
+Master darks only for cameras whose description has a ``dark`` entry in ``calibration``
+(:func:`uses_darks`); their reductions then need one (like a bias or a flat). A bad-pixel map serves a chip's
+frames of one night and filter: it is made from the master flat those frames would choose (of the night
+first), the master bias that flat was made with and, for cameras with darks, the night's master dark;
+valid as long as that flat. Reductions need one, chosen like the masters (their night's first, waiting while
+their night has a usable master flat whose map is not made yet).
 """
 
 from __future__ import annotations
@@ -79,26 +89,52 @@ class Selection:
     chosen_id: str | None
     candidates: list[dict[str, str]] = field(default_factory=list)
     reason: str = ""
+    waiting: bool = False  # nothing chosen because the frame's night has one still to be made
 
 
 MASTER_OF = {"master_bias": "bias", "master_flat": "flat", "master_dark": "dark"}
+BPM_KIND = "bad_pixel_map"
 
 
-def _awaited(session: Session, kind: str, instrument: str, chip: str, filt: str | None, night: str) -> int:
-    """Usable raw frames of ``night`` that will make a master ``kind`` for the chip (0 if there are too few
-    for a block, or a master of that night already exists, whatever its state)."""
+def uses_darks(session: Session, instrument: str) -> bool:
+    """Whether the camera's description asks for master darks (a ``dark`` entry in ``calibration``)."""
+    return "dark" in (definition(session, instrument).get("calibration") or {})
+
+
+def _usable(p: Any) -> list[Any]:
+    """Conditions on ``products`` of a master that selection would not reject for its state."""
+    return [p.c.is_valid != 0, p.c.status == "ok", func.coalesce(p.c.quality_flags, 0) == 0]
+
+
+def _awaited(session: Session, kind: str, instrument: str, chip: str, filt: str | None, night: str) -> str:
+    """What of ``night`` will make a ``kind`` for the chip (and filter), in words; '' if nothing will (too few
+    raw frames for a block, or one of that night exists already, whatever its state). A master is awaited
+    while its night's block is complete; a bad-pixel map while its night's master flat is awaited, or exists
+    and is usable but has no map yet."""
     p, f = table("products"), table("raw_frames")
     conds = [p.c.kind == kind, p.c.instrument == instrument, p.c.chip == chip, p.c.night == night]
     if filt is not None:
         conds.append(p.c.filter == filt)
-    if kind not in MASTER_OF or session.scalar(select(func.count()).select_from(p).where(*conds)):
-        return 0
+    if session.scalar(select(func.count()).select_from(p).where(*conds)):
+        return ""
+    if kind == BPM_KIND:
+        flat = _awaited(session, "master_flat", instrument, chip, filt, night)
+        if flat:
+            return f"its master flat is still to be made: {flat}"
+        fconds = [p.c.kind == "master_flat", p.c.instrument == instrument, p.c.chip == chip, p.c.night == night,
+                  *_usable(p)]
+        if filt is not None:
+            fconds.append(p.c.filter == filt)
+        made = session.scalar(select(p.c.id).where(*fconds).order_by(p.c.created_at.desc(), p.c.id).limit(1))
+        return f"from the master flat {made}" if made else ""
+    if kind not in MASTER_OF or (kind == "master_dark" and not uses_darks(session, instrument)):
+        return ""
     fconds = [f.c.instrument == instrument, f.c.chip == chip, f.c.night == night, f.c.obstype == MASTER_OF[kind],
               f.c.is_valid != 0]
     if filt is not None:
         fconds.append(f.c.filter == filt)
     n = session.scalar(select(func.count()).select_from(f).where(*fconds)) or 0
-    return n if n >= calibration_rule(session, instrument, MASTER_OF[kind]).min_frames else 0
+    return f"{n} frames taken" if n >= calibration_rule(session, instrument, MASTER_OF[kind]).min_frames else ""
 
 
 def select_calibration(session: Session, kind: str, instrument: str, chip: str, filt: str | None,
@@ -114,10 +150,11 @@ def select_calibration(session: Session, kind: str, instrument: str, chip: str, 
     rows = list(session.execute(select(p).where(*conds).order_by(p.c.created_at.desc(), p.c.id)))
     what = f"{kind.replace('_', ' ')} for {instrument} {chip}" + (f" filter {filt}" if filt else "")
     sel = Selection(kind, None)
-    waiting = _awaited(session, kind, instrument, chip, filt, night) if night else 0
+    waiting = _awaited(session, kind, instrument, chip, filt, night) if night else ""
     if waiting:
-        sel.reason = (f"waiting for the {kind.replace('_', ' ')} of night {night} ({waiting} frames taken) "
+        sel.reason = (f"waiting for the {kind.replace('_', ' ')} of night {night} ({waiting}) "
                       f"for {instrument} {chip}" + (f" filter {filt}" if filt else ""))
+        sel.waiting = True
         return sel
     verdicts: dict[str, str | None] = {}
     for r in rows:
@@ -186,8 +223,12 @@ def _flat_tasks(session: Session, instrument: str, chip: str, night: str) -> lis
         if bias.chosen_id is None:
             continue
         start, end = validity(session, rows)
+        mosaic = session.scalars(select(f.c.id).where(
+            f.c.exposure_id.in_([r.exposure_id for r in rows]), f.c.chip != chip, f.c.obstype == "flat",
+            f.c.is_valid != 0)).all()
         tasks.append(MASTER_FLAT.task(
-            [InputRef(r.id, "raw_frame", "raw") for r in rows] + [InputRef(bias.chosen_id, "product", "bias")],
+            [InputRef(r.id, "raw_frame", "raw") for r in rows] + [InputRef(bias.chosen_id, "product", "bias")]
+            + [InputRef(i, "raw_frame", "mosaic") for i in mosaic],
             {"instrument": instrument, "chip": chip, "filter": filt, "night": night,
              "valid_from": start.isoformat(), "valid_to": end.isoformat()},
             params_for(session, "master_flat", instrument)))
@@ -203,16 +244,105 @@ def _master_flat_ready(session: Session, trigger: Trigger) -> list[Task]:
     return _flat_tasks(session, frame.instrument, frame.chip, frame.night) if frame and frame.night else []
 
 
+def _dark_tasks(session: Session, instrument: str, chip: str, night: str) -> list[Task]:
+    if not uses_darks(session, instrument):
+        return []
+    rows = _block(session, instrument, chip, night, "dark", None)
+    if rows is None:
+        return []
+    bias = select_calibration(session, "master_bias", instrument, chip, None, rows[0].date_obs, night)
+    if bias.chosen_id is None:
+        return []
+    start, end = validity(session, rows)
+    return [MASTER_DARK.task(
+        [InputRef(r.id, "raw_frame", "raw") for r in rows] + [InputRef(bias.chosen_id, "product", "bias")],
+        {"instrument": instrument, "chip": chip, "night": night,
+         "valid_from": start.isoformat(), "valid_to": end.isoformat()},
+        params_for(session, "master_dark", instrument))]
+
+
+def _master_dark_ready(session: Session, trigger: Trigger) -> list[Task]:
+    if trigger.entity_kind == "product":
+        p = table("products")
+        prod = session.execute(select(p.c.instrument, p.c.chip, p.c.night).where(p.c.id == trigger.id)).first()
+        return _dark_tasks(session, prod.instrument, prod.chip, prod.night) if prod and prod.night else []
+    frame = _frame(session, trigger.id)
+    return _dark_tasks(session, frame.instrument, frame.chip, frame.night) if frame and frame.night else []
+
+
+def _input_of(session: Session, product_id: str, role: str) -> str | None:
+    """The input of ``product_id`` with ``role`` (from its lineage)."""
+    e = table("lineage_edges")
+    made_by = select(e.c.activity_id).where(e.c.entity_id == product_id, e.c.relation == "wasGeneratedBy")
+    return session.scalar(select(e.c.entity_id).where(e.c.activity_id.in_(made_by), e.c.relation == "used",
+                                                      e.c.role == role).order_by(e.c.entity_id).limit(1))
+
+
+def _bpm_tasks(session: Session, instrument: str, chip: str, night: str, filt: str | None = None) -> list[Task]:
+    """The bad-pixel maps for the chip's frames of ``night``: one per filter with a master flat of that night,
+    from the flat those frames would choose now (at the middle of that night's newest flat's validity)."""
+    p = table("products")
+    conds = [p.c.kind == "master_flat", p.c.instrument == instrument, p.c.chip == chip, p.c.night == night,
+             p.c.valid_from.is_not(None), p.c.valid_to.is_not(None)]
+    if filt is not None:
+        conds.append(p.c.filter == filt)
+    newest: dict[str, Row[Any]] = {}
+    for r in session.execute(select(p).where(*conds).order_by(p.c.created_at.desc(), p.c.id)):
+        newest.setdefault(r.filter, r)
+    tasks = []
+    for f, r in sorted(newest.items()):
+        when = r.valid_from + (r.valid_to - r.valid_from) / 2
+        chosen = select_calibration(session, "master_flat", instrument, chip, f, when, night)
+        flat = session.execute(select(p).where(p.c.id == chosen.chosen_id)).first() if chosen.chosen_id else None
+        bias_id = _input_of(session, flat.id, "bias") if flat is not None else None
+        if flat is None or bias_id is None:
+            continue
+        inputs = [InputRef(flat.id, "product", "flat"), InputRef(bias_id, "product", "bias")]
+        if uses_darks(session, instrument):
+            dark = select_calibration(session, "master_dark", instrument, chip, None, when, night)
+            if dark.waiting:
+                continue
+            if dark.chosen_id is not None:
+                inputs.append(InputRef(dark.chosen_id, "product", "dark"))
+        # no night in the group: the map takes its night from its flat, which may be another night's (the
+        # frames' own flat marked bad); the runner writes the flat's night
+        tasks.append(BAD_PIXEL_MAP.task(
+            inputs, {"instrument": instrument, "chip": chip, "filter": f,
+                     "valid_from": flat.valid_from.isoformat(), "valid_to": flat.valid_to.isoformat()},
+            params_for(session, "bad_pixel_map", instrument)))
+    return tasks
+
+
+def _bpm_ready(session: Session, trigger: Trigger) -> list[Task]:
+    p = table("products")
+    prod = session.execute(select(p).where(p.c.id == trigger.id)).first()
+    if prod is None or prod.night is None or prod.chip is None:
+        return []
+    return _bpm_tasks(session, prod.instrument, prod.chip, prod.night,
+                      prod.filter if prod.kind == "master_flat" else None)
+
+
 def reduce_task(session: Session, frame: Row[Any]) -> Task | None:
-    """The reduction of one science frame, if both masters can be chosen now."""
-    bias = select_calibration(session, "master_bias", frame.instrument, frame.chip, None, frame.date_obs, frame.night)
-    flat = select_calibration(session, "master_flat", frame.instrument, frame.chip, frame.filter, frame.date_obs,
-                              frame.night)
-    if bias.chosen_id is None or flat.chosen_id is None:
+    """The reduction of one science frame, if its masters (bias, flat, bad-pixel map, and a dark for cameras
+    with darks) can all be chosen now."""
+    when, night = frame.date_obs, frame.night
+    chosen = [("bias", select_calibration(session, "master_bias", frame.instrument, frame.chip, None, when, night)),
+              ("flat", select_calibration(session, "master_flat", frame.instrument, frame.chip, frame.filter, when,
+                                          night)),
+              ("bpm", select_calibration(session, BPM_KIND, frame.instrument, frame.chip, frame.filter, when, night))]
+    if uses_darks(session, frame.instrument):
+        chosen.append(("dark", select_calibration(session, "master_dark", frame.instrument, frame.chip, None, when,
+                                                  night)))
+    if any(sel.chosen_id is None for _, sel in chosen):
         return None
+    from wisp.pipeline.rules.illumination import illumination_for  # it imports this module
+    illumination = illumination_for(session, frame)
+    if illumination.waiting:
+        return None
+    extra = [InputRef(illumination.chosen_id, "product", "illumination")] if illumination.chosen_id else []
     return REDUCE.task(
-        [InputRef(frame.id, "raw_frame", "raw"), InputRef(bias.chosen_id, "product", "bias"),
-         InputRef(flat.chosen_id, "product", "flat")],
+        [InputRef(frame.id, "raw_frame", "raw")] + [InputRef(str(sel.chosen_id), "product", role)
+                                                     for role, sel in chosen] + extra,
         {"instrument": frame.instrument, "chip": frame.chip, "filter": frame.filter, "night": frame.night,
          "field": frame.object, "frame_id": frame.id, "exposure_id": frame.exposure_id},
         params_for(session, "reduce", frame.instrument))
@@ -221,17 +351,23 @@ def reduce_task(session: Session, frame: Row[Any]) -> Task | None:
 def _reduce_ready(session: Session, trigger: Trigger) -> list[Task]:
     f, p = table("raw_frames"), table("products")
     if trigger.entity_kind == "raw_frame":
+        from wisp.pipeline.rules.illumination import released_frames
         frame = _frame(session, trigger.id)
-        frames = [frame] if frame is not None and frame.is_valid != 0 else []
+        if frame is None:
+            return []
+        frames = [frame] if frame.obstype == "science" and frame.is_valid != 0 else []
+        frames += [r for r in released_frames(session, frame) if r.id != frame.id]
     else:
         master = session.execute(select(p).where(p.c.id == trigger.id)).first()
         if master is None:
             return []
         # frames lacking an up-to-date reduction (none yet, or only outdated ones)
         reduced = select(p.c.frame_id).where(p.c.kind == "reduced", p.c.frame_id.is_not(None), p.c.status == "ok")
-        conds = [f.c.instrument == master.instrument, f.c.chip == master.chip, f.c.obstype == "science",
-                 f.c.is_valid != 0, f.c.id.not_in(reduced)]
-        if master.filter is not None and master.kind == "master_flat":
+        conds = [f.c.instrument == master.instrument, f.c.obstype == "science", f.c.is_valid != 0,
+                 f.c.id.not_in(reduced)]
+        if master.chip is not None:
+            conds.append(f.c.chip == master.chip)
+        if master.filter is not None and master.kind in ("master_flat", BPM_KIND, "illumination_correction"):
             conds.append(f.c.filter == master.filter)
         if master.valid_from is not None and master.valid_to is not None:
             conds.append(and_(f.c.date_obs >= master.valid_from, f.c.date_obs < master.valid_to))
@@ -244,11 +380,24 @@ MASTER_BIAS = register(StageSpec(
     name="master_bias", service="calib", kind="master_bias", id_prefix="mbias", version="1",
     triggers=ANY_FRAME, ready=_master_bias_ready,
     description="sigma-clipped mean of a night's bias frames of one chip"))
+MASTER_DARK = register(StageSpec(
+    name="master_dark", service="calib", kind="master_dark", id_prefix="mdark", version="1",
+    triggers=(*ANY_FRAME, "product:master_bias"), ready=_master_dark_ready,
+    description="dark current (ADU/s): sigma-clipped mean of a night's bias-subtracted darks of one chip, "
+                "for cameras whose description asks for darks"))
 MASTER_FLAT = register(StageSpec(
-    name="master_flat", service="calib", kind="master_flat", id_prefix="mflat", version="1",
+    name="master_flat", service="calib", kind="master_flat", id_prefix="mflat", version="2",
     triggers=(*ANY_FRAME, "product:master_bias"), ready=_master_flat_ready,
     description="bias-subtracted, normalised combination of a night's flats of one chip and filter"))
+BAD_PIXEL_MAP = register(StageSpec(
+    name="bad_pixel_map", service="calib", kind=BPM_KIND, id_prefix="bpm", version="1",
+    triggers=("product:master_flat", "product:master_dark"), ready=_bpm_ready,
+    description="hot, cold and bad-column pixels of one chip, filter and night, from its master flat, the "
+                "flat's master bias (and the night's master dark)"))
 REDUCE = register(StageSpec(
     name="reduce", service="calib", kind="reduced", id_prefix="red", version="1",
-    triggers=("raw_frame:science", "product:master_bias", "product:master_flat"), ready=_reduce_ready,
-    description="overscan, trim, bias, flat; SCI/VAR/DQ in electrons"))
+    triggers=(*ANY_FRAME, "product:master_bias", "product:master_dark", "product:master_flat",
+              f"product:{BPM_KIND}", "product:illumination_correction"),
+    ready=_reduce_ready,
+    description="overscan, trim, bias, dark (if the camera has darks), flat, bad pixels; SCI/VAR/DQ in "
+                "electrons"))
