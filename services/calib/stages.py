@@ -223,15 +223,20 @@ class MasterFlatRunner(_CalibRunner):
             return 1.0, 1
         levels: dict[str, dict[str, float]] = {}
         gains: dict[str, float] = {}
+        by_file: dict[Path, list[FrameInput]] = {}
         for f in own + others:
-            chip, _ = chip_of(f, self.registry)
-            if chip.gain is None:
-                raise InvalidInput(f"chip {chip.name} has no gain: the mosaic flats cannot be harmonised",
-                                   code="calib.chip_parameters", chip=chip.name)
-            gains[chip.name] = float(chip.gain)
-            with fits.open(f.path) as hdul:
-                view = overscan_trimmed(hdul[f.hdu_index].section, *_sections(chip))
-                levels.setdefault(str(f.row["exposure_id"]), {})[chip.name] = sampled_level(view)
+            by_file.setdefault(f.path, []).append(f)
+        for path, frames in by_file.items():  # one exposure file: described and opened once for its chips
+            chips = {c.hdu_index: c for c in chip_of(frames[0], self.registry)[1].chips}
+            with fits.open(path) as hdul:
+                for f in frames:
+                    chip = chips[f.hdu_index]
+                    if chip.gain is None:
+                        raise InvalidInput(f"chip {chip.name} has no gain: the mosaic flats cannot be harmonised",
+                                           code="calib.chip_parameters", chip=chip.name)
+                    gains[chip.name] = float(chip.gain)
+                    view = overscan_trimmed(hdul[f.hdu_index].section, *_sections(chip))
+                    levels.setdefault(str(f.row["exposure_id"]), {})[chip.name] = sampled_level(view)
         name = chip_of(own[0], self.registry)[0].name
         return exposure_factors(list(levels.values()), gains)[name], len(gains)
 

@@ -140,10 +140,12 @@ def _fits(store: ObjectStore, key: str, dest: Path) -> fits.HDUList:
 
 def _truth(night: SimResult, frame_row: Any, chip: str) -> tuple[float, float]:
     """The true sky (e-/px, median over the chip, flat-fielded as the reduction does: the master flat is
-    normalised to median 1) and the true PSF FWHM (px, median of the chip's stars) of a science frame."""
+    normalised to median 1 and the mosaic gain factor puts every chip at the median of the chips' mean
+    responses) and the true PSF FWHM (px, median of the chip's stars) of a science frame."""
     name = Path(frame_row.filename).name.replace(".fits", "_truth.fits")
     with fits.open(night.truth_dir / name) as t, fits.open(night.truth_dir / "flat_r.fits") as fl:
-        sky = float(t[chip].header["SKYC"]) * float(np.median(fl[chip].data))
+        response = float(np.median([np.median(h.data) for h in fl if h.data is not None]))
+        sky = float(t[chip].header["SKYC"]) * response
         src = t["SOURCES"].data
         stars = src[(src["chip"] == int(chip.removeprefix("CCD"))) & (src["type"] == "star")]
         fwhm = float(np.median(stars["psf_fwhm"])) / NIGHT.pixel_scale
