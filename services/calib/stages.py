@@ -202,7 +202,7 @@ class MasterFlatRunner(_CalibRunner):
                                       *_sections(chip)) for f in frames]
             master = make_master_flat(views, bias, exptimes=[float(f.row["exptime"]) for f in frames],
                                       **_combine_kwargs(task))
-        factor, n_chips = self._mosaic_factor(frames, [inputs.frame(i.id) for i in task.inputs_with("mosaic")])
+        factor, n_chips, note = self._mosaic_factor(frames, [inputs.frame(i.id) for i in task.inputs_with("mosaic")])
         header = self._header(task, chip, [
             ("NCOMBINE", master.n_frames, "flat frames combined"),
             ("FLATLEV", master.level, "[ADU] median bias-subtracted level of the inputs"),
@@ -212,15 +212,16 @@ class MasterFlatRunner(_CalibRunner):
         hdus = [_image(master.image, "SCI")] + ([_image(master.var, "VAR")] if master.var is not None else [])
         path = write_fits(workdir / "master_flat.fits", header, hdus)
         metrics = {"n_frames": master.n_frames, "level_adu": master.level, "level_rate_adu_s": master.level_rate,
-                   "mosaic_factor": factor, "mosaic_chips": n_chips, "rejected": _rejections(master.rejected)}
+                   "mosaic_factor": factor, "mosaic_chips": n_chips, "rejected": _rejections(master.rejected),
+                   **({"mosaic_factor_note": note} if note else {})}
         return Output(path, {**_group_columns(task, "instrument", "chip", "filter", "night", "valid_from",
                                               "valid_to"), "metrics": metrics})
 
-    def _mosaic_factor(self, own: list[FrameInput], others: list[FrameInput]) -> tuple[float, int]:
-        """This chip's mosaic gain factor from every chip's frames of the flat exposures, and the number of
-        chips compared (1.0 and 1 without other chips)."""
+    def _mosaic_factor(self, own: list[FrameInput], others: list[FrameInput]) -> tuple[float, int, str]:
+        """This chip's mosaic gain factor from every chip's frames of the flat exposures, the number of chips
+        compared, and why the factor is 1 when it cannot be measured ('' otherwise)."""
         if not others:
-            return 1.0, 1
+            return 1.0, 1, ""
         levels: dict[str, dict[str, float]] = {}
         gains: dict[str, float] = {}
         by_file: dict[Path, list[FrameInput]] = {}
@@ -231,14 +232,16 @@ class MasterFlatRunner(_CalibRunner):
             with fits.open(path) as hdul:
                 for f in frames:
                     chip = chips[f.hdu_index]
-                    if chip.gain is None:
-                        raise InvalidInput(f"chip {chip.name} has no gain: the mosaic flats cannot be harmonised",
-                                           code="calib.chip_parameters", chip=chip.name)
-                    gains[chip.name] = float(chip.gain)
+                    if chip.gain is not None:
+                        gains[chip.name] = float(chip.gain)
                     view = overscan_trimmed(hdul[f.hdu_index].section, *_sections(chip))
                     levels.setdefault(str(f.row["exposure_id"]), {})[chip.name] = sampled_level(view)
         name = chip_of(own[0], self.registry)[0].name
-        return exposure_factors(list(levels.values()), gains)[name], len(gains)
+        factors = exposure_factors(list(levels.values()), gains)
+        if name not in factors:
+            why = "no gain" if name not in gains else "no positive flat level"
+            return 1.0, len(factors), f"chip {name} has {why}: not harmonised with the mosaic"
+        return factors[name], len(factors), ""
 
 
 class MasterDarkRunner(_CalibRunner):

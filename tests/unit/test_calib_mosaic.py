@@ -171,3 +171,10 @@ def test_wrong_header_gain_is_absorbed() -> None:
         gain_factors({1: 0.0}, {1: 1.0})
     with pytest.raises(ValueError):
         gain_factors({1: 1.0}, {1: 1.0}, reference=5)
+
+
+def test_exposure_factors_leave_out_dead_chips_and_missing_gains() -> None:
+    levels = [{"a": 1000.0, "b": 2000.0, "c": 0.0, "d": 1500.0}, {"a": 1100.0, "b": 2200.0, "c": -3.0, "d": 1650.0}]
+    factors = exposure_factors(levels, {"a": 2.0, "b": 1.0, "c": 1.0})  # d: no gain
+    assert set(factors) == {"a", "b"} and factors == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
+    assert exposure_factors([{"a": 1000.0, "c": 0.0}], {"a": 1.0, "c": 1.0}) == {}  # nothing to compare with

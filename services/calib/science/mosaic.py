@@ -119,10 +119,15 @@ def sampled_level(view: RowSource, *, n_bands: int = 8, band_rows: int = 16) -> 
 def exposure_factors(levels: Sequence[Mapping[K, float]], gains: Mapping[K, float]) -> dict[K, float]:
     """``g_k`` from dome-flat exposures of the whole mosaic: in each exposure, ``level_k x gain_k`` over the
     median of that product across its chips (:func:`gain_factors`); then, per chip, the median over the
-    exposures (so lamp changes between exposures cancel). ``levels``: one ``{chip: ADU}`` per exposure."""
+    exposures (so lamp changes between exposures cancel). ``levels``: one ``{chip: ADU}`` per exposure. Chips
+    without a gain or a positive finite level (a dead amplifier) are left out of that exposure; a chip left
+    out of every exposure gets no factor."""
     per_chip: dict[K, list[float]] = {}
     for exposure in levels:
-        factors, _ = gain_factors(exposure, {k: gains[k] for k in exposure})
+        usable = {k: v for k, v in exposure.items() if k in gains and np.isfinite(v) and v > 0 and gains[k] > 0}
+        if len(usable) < 2:
+            continue
+        factors, _ = gain_factors(usable, {k: gains[k] for k in usable})
         for k, g in factors.items():
             per_chip.setdefault(k, []).append(g)
     return {k: float(np.median(v)) for k, v in per_chip.items()}
