@@ -4,12 +4,12 @@ reduction, behind the generic pipeline adapter."""
 from __future__ import annotations
 
 from services.calib.illumination_stage import IlluminationRunner
+from services.calib.reduce_stage import ReduceRunner
 from services.calib.stages import (
     BadPixelMapRunner,
     MasterBiasRunner,
     MasterDarkRunner,
     MasterFlatRunner,
-    ReduceRunner,
 )
 from wisp.config import Settings
 from wisp.instruments import load_registry
