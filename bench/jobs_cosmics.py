@@ -41,6 +41,7 @@ from scipy import ndimage
 from bench.context import Context, _failed, _key, _measure_worker, _science, _skip
 from bench.measure import ToolFailed
 from bench.report import Row
+from wisp.sim.artifacts import render_cosmics
 
 IGNORED = 1 | 2 | 16  # wisp.dq BAD | SATURATED | NO_DATA
 SIGMA_TRUTH = 3.0
@@ -95,25 +96,6 @@ def astroscrappy_cosmics(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- truth
-
-def render_cosmics(table: Table, nx: int, ny: int) -> np.ndarray:
-    """The charge (e-) of COSMICS rows, deposited as ``wisp.sim.artifacts.cosmic_rays`` deposits it."""
-    x0, y0, x1, y1, charge = (np.asarray(table[k], float) for k in ("x0", "y0", "x1", "y1", "charge"))
-    length = np.hypot(x1 - x0, y1 - y0)
-    image = np.zeros((ny, nx))
-    steps = np.maximum(2, np.ceil(4.0 * length).astype(int))
-    which = np.repeat(np.arange(x0.size), steps)
-    frac = (np.arange(which.size) - np.repeat(np.cumsum(steps) - steps, steps) + 0.5) / steps[which]
-    px, py = x0[which] + frac * (x1 - x0)[which], y0[which] + frac * (y1 - y0)[which]
-    q = charge[which] / steps[which]
-    ix, iy = np.floor(px).astype(int), np.floor(py).astype(int)
-    fx, fy = px - ix, py - iy
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        jx, jy = ix + dx, iy + dy
-        ok = (jx >= 0) & (jx < nx) & (jy >= 0) & (jy < ny)
-        np.add.at(image, (jy[ok], jx[ok]), (q * w)[ok])
-    return image
-
 
 def _truth(ctx: Context, exposure: dict[str, Any], ext: str, chip_id: int, var: np.ndarray,
            dq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -220,5 +202,5 @@ def _accuracy(frames: list[dict[str, Any]],
     return acc, comp
 
 
-__all__ = ["astroscrappy_cosmics", "job_cosmics", "ours_cosmics", "render_cosmics"]
+__all__ = ["astroscrappy_cosmics", "job_cosmics", "ours_cosmics"]
 

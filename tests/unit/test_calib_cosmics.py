@@ -27,7 +27,7 @@ from services.calib.science import BAD, NO_DATA, SATURATED
 from services.calib.science.cosmics import CosmicParams, default_objlim, detect_cosmics
 from tests.fixtures.calib import calibrate_chip, raw_night
 from wisp.sim import SimConfig
-from wisp.sim.artifacts import MASK_THRESHOLD_E
+from wisp.sim.artifacts import MASK_THRESHOLD_E, render_cosmics
 
 pytestmark = pytest.mark.unit
 
@@ -36,25 +36,6 @@ CONFIG = SimConfig(seed=5, n_chips=1, chip_nx=512, chip_ny=512, n_bias=3, n_flat
                    n_dither_per_field_filter=2, cr_rate=40.0, star_density=40000.0, star_mags=(14.0, 21.0))
 IGNORED = BAD | SATURATED | NO_DATA
 SIGMA_TRUTH = 3.0
-
-
-def render_cosmics(table: Table, nx: int, ny: int) -> np.ndarray:
-    """The charge (e-) of the COSMICS rows, deposited as wisp.sim.artifacts.cosmic_rays deposits it."""
-    x0, y0, x1, y1, charge = (np.asarray(table[k], float) for k in ("x0", "y0", "x1", "y1", "charge"))
-    length = np.hypot(x1 - x0, y1 - y0)
-    image = np.zeros((ny, nx))
-    steps = np.maximum(2, np.ceil(4.0 * length).astype(int))
-    which = np.repeat(np.arange(x0.size), steps)
-    frac = (np.arange(which.size) - np.repeat(np.cumsum(steps) - steps, steps) + 0.5) / steps[which]
-    px, py = x0[which] + frac * (x1 - x0)[which], y0[which] + frac * (y1 - y0)[which]
-    q = charge[which] / steps[which]
-    ix, iy = np.floor(px).astype(int), np.floor(py).astype(int)
-    fx, fy = px - ix, py - iy
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        jx, jy = ix + dx, iy + dy
-        ok = (jx >= 0) & (jx < nx) & (jy >= 0) & (jy < ny)
-        np.add.at(image, (jy[ok], jx[ok]), (q * w)[ok])
-    return image
 
 
 def cr_free_noise(var: np.ndarray, ignored: np.ndarray) -> np.ndarray:

@@ -60,7 +60,7 @@ from services.coadd.science import (
     without_masked,
 )
 from services.coadd.stages import CoaddRunner, _frame
-from tests.unit.test_calib_cosmics import cr_free_noise, render_cosmics, star_zone
+from tests.unit.test_calib_cosmics import cr_free_noise, star_zone
 from tests.unit.test_coadd_resample import gaussian_stars, sip_wcs
 from wisp.dq import COSMIC_RAY
 from wisp.errors import InvalidInput
@@ -68,7 +68,7 @@ from wisp.pipeline.inputs import ProductInput
 from wisp.pipeline.model import InputRef
 from wisp.pipeline.rules.sky import COADD
 from wisp.sim import SimConfig, simulate_night
-from wisp.sim.artifacts import MASK_THRESHOLD_E
+from wisp.sim.artifacts import MASK_THRESHOLD_E, render_cosmics
 
 pytestmark = pytest.mark.unit
 IGNORED = BAD | SATURATED | NO_DATA

@@ -6,6 +6,7 @@ All images are electrons (e-) on a chip's data section, numpy ``[y, x]``, 0-base
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,33 @@ class CosmicRays:
     charge: np.ndarray
 
 
+def deposit_tracks(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, length: np.ndarray,
+                   charge: np.ndarray, nx: int, ny: int) -> np.ndarray:
+    """The charge (e-) of straight tracks from (x0, y0) to (x1, y1) px, ``length`` px long: each sampled at
+    4 points per px (at least 2) sharing its ``charge`` equally, each point spread bilinearly over its 4
+    nearest pixels of an ``ny`` x ``nx`` image."""
+    image = np.zeros((ny, nx))
+    steps = np.maximum(2, np.ceil(4.0 * length).astype(int))
+    which = np.repeat(np.arange(x0.size), steps)
+    frac = (np.arange(which.size) - np.repeat(np.cumsum(steps) - steps, steps) + 0.5) / steps[which]
+    px, py = x0[which] + frac * (x1 - x0)[which], y0[which] + frac * (y1 - y0)[which]
+    q = charge[which] / steps[which]
+    ix, iy = np.floor(px).astype(int), np.floor(py).astype(int)
+    fx, fy = px - ix, py - iy
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        jx, jy = ix + dx, iy + dy
+        ok = (jx >= 0) & (jx < nx) & (jy >= 0) & (jy < ny)
+        np.add.at(image, (jy[ok], jx[ok]), (q * w)[ok])
+    return image
+
+
+def render_cosmics(table: Any, nx: int, ny: int) -> np.ndarray:
+    """The charge (e-) of the rows of a truth ``COSMICS`` table (columns x0, y0, x1, y1 px, charge e-),
+    deposited as :func:`cosmic_rays` deposits it: what a scorer compares detections with."""
+    x0, y0, x1, y1, charge = (np.asarray(table[k], float) for k in ("x0", "y0", "x1", "y1", "charge"))
+    return deposit_tracks(x0, y0, x1, y1, np.hypot(x1 - x0, y1 - y0), charge, nx, ny)
+
+
 def cosmic_rays(rng: np.random.Generator, nx: int, ny: int, duration_s: float, rate_cm2_min: float,
                 pixel_um: float) -> CosmicRays:
     """Cosmic rays hitting a chip during ``duration_s``: 70 % muon tracks (zenith angle ~ cos^2, length
@@ -43,18 +71,7 @@ def cosmic_rays(rng: np.random.Generator, nx: int, ny: int, duration_s: float, r
     phi = rng.uniform(0.0, 2.0 * np.pi, n)
     x1, y1 = x0 + length * np.cos(phi), y0 + length * np.sin(phi)
 
-    image = np.zeros((ny, nx))
-    steps = np.maximum(2, np.ceil(4.0 * length).astype(int))
-    which = np.repeat(np.arange(n), steps)
-    frac = (np.arange(which.size) - np.repeat(np.cumsum(steps) - steps, steps) + 0.5) / steps[which]
-    px, py = x0[which] + frac * (x1 - x0)[which], y0[which] + frac * (y1 - y0)[which]
-    q = charge[which] / steps[which]
-    ix, iy = np.floor(px).astype(int), np.floor(py).astype(int)
-    fx, fy = px - ix, py - iy
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        jx, jy = ix + dx, iy + dy
-        ok = (jx >= 0) & (jx < nx) & (jy >= 0) & (jy < ny)
-        np.add.at(image, (jy[ok], jx[ok]), (q * w)[ok])
+    image = deposit_tracks(x0, y0, x1, y1, length, charge, nx, ny)
     return CosmicRays(image=image, x0=x0, y0=y0, x1=x1, y1=y1, charge=charge)
 
 
