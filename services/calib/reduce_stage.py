@@ -152,23 +152,17 @@ class ReduceRunner(_CalibRunner):
                 used.append(("bpm", BPM_KIND, bpm_id, row["filter"]))
             if dark_id is not None:
                 used.append(("dark", "master_dark", dark_id, None))
-            for kind, product_kind, used_id, filt in used:
-                sel = select_calibration(session, product_kind, row["instrument"], row["chip"], filt, when,
-                                         row["night"])
+            inst, chip, night = row["instrument"], row["chip"], row["night"]
+            choices = [(kind, used_id, select_calibration(session, product_kind, inst, chip, filt, when, night))
+                       for kind, product_kind, used_id, filt in used]
+            if illum_id is not None:
+                choices.append(("illumination", illum_id,
+                                select_illumination(session, inst, chip, row["filter"], when, night)))
+            for kind, used_id, sel in choices:
                 reason = sel.reason if sel.chosen_id == used_id else (
                     f"{used_id} was chosen when the task was planned; now: {sel.reason}")
                 session.execute(insert(table("calib_selections")).values(
                     frame_id=row["id"], kind=kind, chosen_id=used_id, candidates=sel.candidates, reason=reason,
                     decided_at=utcnow()))
-            later: list[tuple[str, str | None, Any]] = [("illumination", illum_id, lambda: select_illumination(
-                session, row["instrument"], row["chip"], row["filter"], when, row["night"]))]
-            for what, made_id, choose in later:
-                if made_id is None:
-                    continue
-                now = choose()
-                session.execute(insert(table("calib_selections")).values(
-                    frame_id=row["id"], kind=what, chosen_id=made_id, candidates=getattr(now, "candidates", []),
-                    reason=now.reason if now.chosen_id == made_id else (
-                        f"{made_id} was chosen when the task was planned; now: {now.reason}"), decided_at=utcnow()))
 
         return Output(path, columns, extra=explain)

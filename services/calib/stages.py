@@ -166,7 +166,8 @@ class MasterFlatRunner(_CalibRunner):
                                       *_sections(chip)) for f in frames]
             master = make_master_flat(views, bias, exptimes=[float(f.row["exptime"]) for f in frames],
                                       **_combine_kwargs(task))
-        factor, n_chips, note = self._mosaic_factor(frames, [inputs.frame(i.id) for i in task.inputs_with("mosaic")])
+        factor, n_chips, note = self._mosaic_factor(chip.name, frames,
+                                                    [inputs.frame(i.id) for i in task.inputs_with("mosaic")])
         header = self._header(task, chip, [
             ("NCOMBINE", master.n_frames, "flat frames combined"),
             ("FLATLEV", master.level, "[ADU] median bias-subtracted level of the inputs"),
@@ -181,8 +182,9 @@ class MasterFlatRunner(_CalibRunner):
         return Output(path, {**_group_columns(task, "instrument", "chip", "filter", "night", "valid_from",
                                               "valid_to"), "metrics": metrics})
 
-    def _mosaic_factor(self, own: list[FrameInput], others: list[FrameInput]) -> tuple[float, int, str]:
-        """This chip's mosaic gain factor from every chip's frames of the flat exposures, the number of chips
+    def _mosaic_factor(self, name: str, own: list[FrameInput], others: list[FrameInput]
+                       ) -> tuple[float, int, str]:
+        """Chip ``name``'s mosaic gain factor from every chip's frames of the flat exposures, the number of chips
         compared, and why the factor is 1 when it cannot be measured ('' otherwise)."""
         if not others:
             return 1.0, 1, ""
@@ -200,7 +202,6 @@ class MasterFlatRunner(_CalibRunner):
                         gains[chip.name] = float(chip.gain)
                     view = overscan_trimmed(hdul[f.hdu_index].section, *_sections(chip))
                     levels.setdefault(str(f.row["exposure_id"]), {})[chip.name] = sampled_level(view)
-        name = chip_of(own[0], self.registry)[0].name
         factors = exposure_factors(list(levels.values()), gains)
         if name not in factors:
             why = "no gain" if name not in gains else "no positive flat level"
